@@ -1,0 +1,17 @@
+"""Attention variants as plain torch modules, one file per slot kind. Imports nothing but torch."""
+
+from .base import (
+                   Attention,
+                   attention_entropy,
+                   attention_modules,
+                   attention_parameters,
+                   aux_losses,
+                   capture_weights,
+                   diagnostics,
+)
+from .registry import SLOT_KINDS, VARIANTS, Variant, get_variant
+
+__all__ = [
+    "Attention", "SLOT_KINDS", "VARIANTS", "Variant", "attention_entropy", "attention_modules",
+    "attention_parameters", "aux_losses", "capture_weights", "diagnostics", "get_variant",
+]

@@ -1,0 +1,118 @@
+"""The slot protocol every attention variant speaks.
+
+A variant is an ``nn.Module`` that fills one kind of slot (``feature``, ``mixer``, ``pool``, ``align``,
+``pair``). Beyond its forward pass it may give the trainer three things, and the trainer asks every module
+of a model the same way, so no variant is special-cased:
+
+* auxiliary losses (already multiplied by their coefficients), e.g. the multi-query penalty;
+* diagnostics, e.g. attention entropy or the number of open heads;
+* its attention weights, kept only while capture is on (for pictures and evidence scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+class Attention(nn.Module):
+    """Base class of every variant. Subclasses set ``slot`` and ``paper`` and call ``record``/``add_loss``."""
+
+    slot: str = ""
+    paper: str = ""
+    weights_over = "positions"  # what the recorded weights are spread over: "positions" or "channels"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.capture = False  # set by ``capture_weights``; off in training so nothing is kept per step
+        self.weights: Tensor | None = None
+        self._losses: dict[str, Tensor] = {}
+        self._diagnostics: dict[str, Tensor] = {}
+
+    def record(self, weights: Tensor, mask: Tensor | None = None) -> None:
+        """Keep what evaluation reports about a weight distribution over the last dimension.
+
+        Entropy is only computed outside training, so the training step pays nothing for it.
+        """
+        if self.capture:
+            self.weights = weights.detach()
+        if not self.training:
+            self._diagnostics["entropy"] = attention_entropy(weights.detach(), mask)
+
+    def add_loss(self, name: str, value: Tensor) -> None:
+        """Register an auxiliary loss of the current forward pass (coefficient already applied)."""
+        self._losses[name] = value
+
+    def add_diagnostic(self, name: str, value: Tensor) -> None:
+        self._diagnostics[name] = value.detach()
+
+    def pop_losses(self) -> dict[str, Tensor]:
+        losses, self._losses = self._losses, {}
+        return losses
+
+    def diagnostics(self) -> dict[str, Tensor]:
+        return dict(self._diagnostics)
+
+
+def attention_entropy(weights: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean entropy (nats) of distributions over the last dimension; masked positions hold zero weight.
+
+    Weights that do not sum to one (sigmoid gates) are renormalised first, so the figure always reads as
+    "how spread out is the attention".
+    """
+    w = weights.float().clamp_min(0)
+    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    return -(w * w.clamp_min(1e-12).log()).sum(-1).mean()
+
+
+def attention_modules(model: nn.Module) -> Iterator[tuple[str, Attention]]:
+    for name, module in model.named_modules():
+        if isinstance(module, Attention):
+            yield name, module
+
+
+def aux_losses(model: nn.Module) -> dict[str, Tensor]:
+    """Auxiliary losses of the last forward pass, summed per kind over all modules, then cleared."""
+    total: dict[str, Tensor] = {}
+    for _, module in attention_modules(model):
+        for name, value in module.pop_losses().items():
+            total[name] = total[name] + value if name in total else value
+    return total
+
+
+def diagnostics(model: nn.Module) -> dict[str, Tensor]:
+    """Diagnostics of the last forward pass, averaged per kind over all modules that report them."""
+    sums: dict[str, list[Tensor]] = {}
+    for _, module in attention_modules(model):
+        for name, value in module.diagnostics().items():
+            sums.setdefault(name, []).append(value.float())
+    return {name: torch.stack(values).mean() for name, values in sums.items()}
+
+
+def attention_parameters(model: nn.Module) -> int:
+    """Parameters that belong to attention variants (outermost modules only, so nothing counts twice)."""
+    seen: set[int] = set()
+    count = 0
+    for _, module in attention_modules(model):
+        for p in module.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                count += p.numel()
+    return count
+
+
+@contextmanager
+def capture_weights(model: nn.Module) -> Iterator[dict[str, Attention]]:
+    """Within the block every attention module keeps its last weights in ``module.weights``."""
+    modules = dict(attention_modules(model))
+    for module in modules.values():
+        module.capture = True
+    try:
+        yield modules
+    finally:
+        for module in modules.values():
+            module.capture = False
+            module.weights = None

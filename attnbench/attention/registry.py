@@ -1,0 +1,50 @@
+"""The catalogue: variant name -> the module that fills each slot kind it fits.
+
+A variant usually fills one slot kind; a few fill two (``gate`` is a channel gate on images and a token gate
+on sequences). ``none`` fills nothing: every slot keeps its backbone's default (identity, mean pooling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from . import feature, pool
+
+SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    modules: dict[str, type[nn.Module]]  # slot kind -> class, in order of preference
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return tuple(self.modules)
+
+    @property
+    def paper(self) -> str:
+        first = next(iter(self.modules.values()), None)
+        return getattr(first, "paper", "") if first else "no attention: the backbone's plain defaults"
+
+
+def _variants(*entries: tuple[str, dict[str, type[nn.Module]]]) -> dict[str, Variant]:
+    return {name: Variant(name, modules) for name, modules in entries}
+
+
+VARIANTS: dict[str, Variant] = _variants(
+    ("none", {}),
+    ("se", {"feature": feature.SqueezeExcite}),
+    ("cbam", {"feature": feature.CBAM}),
+    ("sum", {"pool": pool.SumPool}),
+    ("mean", {"pool": pool.MeanPool}),
+    ("max", {"pool": pool.MaxPool}),
+)
+
+
+def get_variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise KeyError(name)
+    return VARIANTS[name]

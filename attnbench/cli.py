@@ -1,0 +1,345 @@
+"""attnbench train | eval | list — the command line.
+
+``train`` is a Hydra application. Before Hydra creates any directory, every job of the command is composed
+and checked, so a mistake (an unknown variant, a misspelt key, a variant with no slot in the task) ends with
+one line on stderr and exit status 2, and nothing is written. ``HYDRA_FULL_ERROR=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import sys
+from pathlib import Path
+
+USAGE = """usage: attnbench <command> [arguments]
+
+commands:
+  train [overrides]    train one configuration (Hydra overrides, e.g. model=se data=cifar)
+  train -m [overrides] a grid: comma-separated values sweep (model=none,se,cbam seed=0,1,2)
+  train resume=DIR     continue an interrupted run in place, with its own configuration
+  eval DIR             test metrics of a run directory's best checkpoint
+  list                 variants (slot, paper, task families), data sets and backbones
+
+`attnbench train --help` lists the config groups and their options."""
+
+HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-p", "--package",
+                    "--shell-completion", "-sc")
+
+
+def conf_dir() -> Path:
+    """conf/ beside the package in a source checkout, inside it in an installed wheel."""
+    here = Path(__file__).resolve().parent
+    return here / "conf" if (here / "conf").is_dir() else here.parent / "conf"
+
+
+def fail(message: str) -> int:
+    from .track.console import error
+
+    error(message)
+    return 2
+
+
+# ---------------------------------------------------------------------------------------- train
+
+
+def _composition_error(e: Exception, overrides: list[str]) -> str:
+    """One line for what Hydra or OmegaConf refused while composing ``overrides``."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
+        group, name = e.missing_cfg_file.rsplit("/", 1)
+        options = sorted(e.options or [])
+        near = difflib.get_close_matches(name, options, n=1)
+        hint = f" Did you mean {group}={near[0]}?" if near else ""
+        return f"unknown {group} {name!r}.{hint} Choose one of: {', '.join(options)}"
+    cause = e.__cause__ or e
+    key = getattr(cause, "full_key", None)
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "Could not override" in text or "not in struct" in str(cause):
+        name = key or text.split("'")[1]
+        return f"unknown key {name!r}{_near_key(name, overrides)} (`attnbench train --cfg job` prints every key)"
+    if key:
+        return f"{key}: {str(cause).strip().splitlines()[0]}"
+    return text
+
+
+def _near_key(name: str, overrides: list[str]) -> str:
+    """': did you mean X?' from the keys the config really has beside ``name`` (empty when none is close)."""
+    from hydra import compose
+    from omegaconf import DictConfig, OmegaConf
+
+    parent, _, leaf = name.rpartition(".")
+    try:
+        cfg = compose("config", overrides=[o for o in overrides if o.lstrip("+~").split("=")[0] != name])
+    except Exception:
+        return ""
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = list(node.keys()) if isinstance(node, DictConfig) else []
+    near = difflib.get_close_matches(leaf, [str(k) for k in keys], n=1)
+    return f": did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
+
+
+def _split_args(args: list[str]) -> tuple[list[str], bool, bool]:
+    """(overrides, multirun, informational): Hydra's own flags are passed through untouched."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    informational = any(a in HYDRA_INFO_FLAGS for a in args)
+    overrides = [a for a in args if not a.startswith("-")]
+    return overrides, multirun, informational
+
+
+def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override lists of every job the command would run, expanded as Hydra's basic sweeper does
+    (sweep parameters of an experiment config first, the command line after)."""
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    if not multirun:
+        swept = [o.input_line for o in parsed if o.is_sweep_override()]
+        if swept:
+            raise ValueError(f"{swept[0]} sweeps several values: add -m to run a grid")
+        return [overrides]
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    params = compose("config", overrides=fixed, return_hydra_config=True).hydra.sweeper.params or {}
+    parsed = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
+    return BasicSweeper.split_arguments(parsed, None)[0]
+
+
+def preflight(overrides: list[str], multirun: bool) -> str | None:
+    """Compose and check every job; the first problem as one line, or None when all is well."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import register_schemas
+    from .errors import UserError
+    from .tasks import check
+
+    register_schemas()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="train"):
+        try:
+            jobs = expand_jobs(overrides, multirun)
+        except (HydraException, OmegaConfBaseException, ValueError) as e:
+            return _composition_error(e, overrides)
+        for job in jobs:
+            prefix = f"job {','.join(job)}: " if len(jobs) > 1 else ""
+            try:
+                cfg = compose("config", overrides=job, return_hydra_config=True)
+                check(cfg, dict(cfg.hydra.runtime.choices))
+            except (HydraException, OmegaConfBaseException) as e:
+                return prefix + _composition_error(e, job)
+            except UserError as e:
+                return prefix + str(e)
+    return None
+
+
+def _hydra_task(cfg) -> dict | None:
+    """The Hydra task function: one job, in its own run directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .engine import Interrupted
+    from .errors import UserError
+    from .job import run_job
+    from .track.console import error
+
+    hc = HydraConfig.get()
+    in_sweep = hc.mode == RunMode.MULTIRUN
+    overrides = list(hc.overrides.task)
+    try:
+        return run_job(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
+    except Interrupted as e:
+        raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        error(f"job {','.join(overrides)}: {e}" if in_sweep else str(e))
+        if in_sweep:
+            return None
+        raise SystemExit(2) from None
+    except Exception as e:
+        if not in_sweep:
+            raise
+        logging.getLogger("attnbench").exception("job failed")  # the traceback goes to the job's train.log
+        error(f"job {','.join(overrides)} failed: {type(e).__name__}: {e}")
+        return None
+
+
+def train(args: list[str]) -> int:
+    import hydra
+
+    from .callbacks import last_sweep
+    from .config import register_schemas
+
+    overrides, multirun, informational = _split_args(args)
+    resume = [o for o in overrides if o.startswith("resume=")]
+    if resume:
+        if multirun or len(overrides) > 1:
+            return fail("resume=DIR takes no other overrides and no -m: the run continues with its own "
+                        "configuration (to resume a sweep, rerun the sweep command)")
+        return resume_run(resume[0].split("=", 1)[1])
+    if not informational:
+        problem = preflight(overrides, multirun)
+        if problem:
+            return fail(problem)
+    register_schemas()
+    main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
+    sys.argv = ["attnbench train", *args]
+    last_sweep.clear()
+    main()
+    failed = len(last_sweep.get("failed", []))
+    return min(failed, 125)
+
+
+def _run_config(run_dir: Path):
+    """The configuration, group choices and overrides a run directory was made with."""
+    from omegaconf import OmegaConf
+
+    from .errors import UserError
+
+    hydra_dir = run_dir / ".hydra"
+    if not (hydra_dir / "config.yaml").exists() or not (hydra_dir / "hydra.yaml").exists():
+        raise UserError(f"{run_dir} is not an attnbench run directory (it has no .hydra/config.yaml)")
+    cfg = OmegaConf.load(hydra_dir / "config.yaml")
+    hydra_cfg = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
+    overrides = list(OmegaConf.load(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").exists() else []
+    return cfg, dict(hydra_cfg.runtime.choices), overrides
+
+
+def resume_run(path: str) -> int:
+    from .engine import Interrupted
+    from .errors import UserError
+    from .job import run_job
+    from .track import RunDirectory
+    from .track.console import info
+
+    run_dir = Path(path).expanduser()
+    try:
+        cfg, choices, overrides = _run_config(run_dir)
+        run = RunDirectory(run_dir)
+        status = (run.read_summary() or {}).get("status")
+        if status == "completed":
+            info(f"{run_dir} already completed; nothing to resume")
+            return 0
+        if not run.last.exists():
+            raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from (it stopped before its first "
+                            f"checkpoint); start the run again")
+        handler = logging.FileHandler(run_dir / "train.log")
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+        run_job(cfg, run_dir, choices, overrides, resume=True)
+    except Interrupted as e:
+        return 128 + e.signum
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        return fail(str(e))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- eval
+
+
+def evaluate_run(args: list[str]) -> int:
+    from rich.table import Table
+
+    from .engine import Trainer
+    from .errors import UserError
+    from .job import fingerprint, seed_everything
+    from .tasks import build_task
+    from .track import Logger, RunDirectory
+    from .track.console import console, format_value
+
+    if len(args) != 1 or args[0].startswith("-"):
+        return fail("usage: attnbench eval RUN_DIR")
+    run_dir = Path(args[0]).expanduser()
+    try:
+        cfg, choices, _ = _run_config(run_dir)
+        seed_everything(cfg.seed)
+        task = build_task(cfg, choices)
+        trainer = Trainer(cfg.trainer, task, RunDirectory(run_dir), Logger(), seed=cfg.seed,
+                          fingerprint=fingerprint(cfg))
+        trainer.place()
+        metrics = trainer.test()
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        return fail(str(e))
+    table = Table(title=f"{run_dir} · best checkpoint")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, format_value(value))
+    console.print(table)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- list
+
+
+def _describe(path: Path) -> str:
+    """The first comment line of a config file: every file in conf/ opens with one saying what it is."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def list_catalogue(args: list[str]) -> int:
+    from omegaconf import OmegaConf
+    from rich.table import Table
+
+    from .attention import VARIANTS
+    from .tasks import TASKS, family_slots
+    from .tasks.build import families_fitting
+    from .track.console import console
+
+    conf = conf_dir()
+    variants = Table(title=f"attention variants ({len(VARIANTS) - 1} + none)")
+    for column in ("model=", "slot", "fits tasks", "source"):
+        variants.add_column(column)
+    for name, v in VARIANTS.items():
+        variants.add_row(name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())), v.paper)
+    console.print(variants)
+
+    data = Table(title="data sets")
+    for column in ("data=", "task", "what it is"):
+        data.add_column(column)
+    for path in sorted((conf / "data").glob("*.yaml")):
+        data.add_row(path.stem, str(OmegaConf.load(path).get("task", "")), _describe(path))
+    console.print(data)
+
+    backbones = Table(title="backbones")
+    for column in ("backbone=", "slots", "tasks", "what it is"):
+        backbones.add_column(column)
+    from .backbones import BACKBONES
+
+    for path in sorted((conf / "backbone").glob("*.yaml")):
+        name = OmegaConf.load(path).get("name")
+        cls = BACKBONES.get(name)
+        tasks = [family for family, task in TASKS.items() if name in task.backbones]
+        backbones.add_row(path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks), _describe(path))
+    console.print(backbones)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- main
+
+COMMANDS = {"train": train, "eval": evaluate_run, "list": list_catalogue}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        near = difflib.get_close_matches(args[0], list(COMMANDS), n=1)
+        return fail(f"unknown command {args[0]!r}" + (f"; did you mean `attnbench {near[0]}`?" if near else "") +
+                    " (`attnbench --help` lists the commands)")
+    return command(args[1:])

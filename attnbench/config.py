@@ -1,0 +1,61 @@
+"""Structured-config schemas. Hydra validates the composed config against them, so a misspelt key or a value
+of the wrong type is refused before anything runs. ``data``, ``backbone`` and ``model`` differ per choice;
+their keys are checked against the signature of the loader or module they configure (see ``tasks.build``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_epochs: float = 0.0
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step schedule, fractions of training
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: Optional[float] = None  # max global gradient norm; null = no clipping
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    channels_last: bool = True  # CUDA only, convolutional backbones
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = True  # CPU runs are bit-for-bit repeatable
+    log_every: int = 50  # steps between progress updates (each one a device sync)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none
+    mode: str = "auto"  # auto (online when logged in, else offline) | online | offline | disabled
+    project: str = "attnbench"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    data: Any = None
+    backbone: Any = None
+    model: Any = None
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    resume: Optional[str] = None  # a run directory to continue (use `attnbench train resume=DIR`)
+
+
+def register_schemas() -> None:
+    """Make ``schema`` available to ``conf/config.yaml``'s defaults list (first entry)."""
+    ConfigStore.instance().store(name="schema", node=Config)

@@ -1,0 +1,264 @@
+"""Image classification data: scikit-learn's digits, CIFAR-10/100 (hub parquet or the torchvision layout),
+and the user's own image folders. Every loader returns uint8 tensors (N, C, H, W) and int64 labels, split
+into train / val / test, small enough to live on the device as a whole.
+"""
+
+from __future__ import annotations
+
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images N×C×H×W, int64 labels)
+
+
+@dataclass
+class Split:
+    images: Tensor  # uint8 (N, C, H, W)
+    labels: Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ImageData:
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+
+    @property
+    def channels(self) -> int:
+        return self.train.images.shape[1]
+
+    def check(self, source: str) -> None:
+        for name in ("train", "val", "test"):
+            if len(getattr(self, name)) == 0:
+                raise UserError(f"{source}: the {name} split is empty; add images or lower data.val_fraction")
+
+
+def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, carved): ``fraction`` of every class carved out, with a fixed seed."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    if fraction <= 0:
+        return index, index[:0]
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 else None  # a class of one image cannot be split
+    rest, carved = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(rest), np.sort(carved)
+
+
+def _split(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> Split:
+    return Split(torch.from_numpy(np.ascontiguousarray(images[index])), torch.from_numpy(labels[index]).long())
+
+
+def _limit(images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if limit is None or limit >= len(labels):
+        return images, labels
+    keep = np.sort(np.random.default_rng(seed).permutation(len(labels))[:limit])
+    return images[keep], labels[keep]
+
+
+def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+    """scikit-learn's bundled 8×8 handwritten digits: 1,797 real images, 10 classes, no network needed."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    # pixel values are counts 0..16: scale to the 0..255 range every other source uses
+    images = (bunch.images * (255 / 16)).round().astype(np.uint8)[:, None]
+    labels = bunch.target.astype(np.int64)
+    rest, test = _stratified_split(labels, test_fraction, split_seed)
+    train, val = _stratified_split(labels[rest], val_fraction / (1 - test_fraction), split_seed)
+    return ImageData(_split(images, labels, rest[train]), _split(images, labels, rest[val]),
+                     _split(images, labels, test), [str(d) for d in range(10)])
+
+
+def _read_torchvision_cifar(folder: Path, label_key: str) -> tuple[Arrays, list[str]]:
+    """The pickled batches torchvision downloads (``cifar-10-batches-py`` or ``cifar-100-python``)."""
+    def unpickle(path: Path) -> dict:
+        if not path.exists():
+            raise UserError(f"{path} is missing: data.root must hold the torchvision CIFAR folder")
+        try:
+            with path.open("rb") as f:
+                return pickle.load(f, encoding="latin1")
+        except Exception as e:
+            raise UserError(f"{path} is not a readable CIFAR batch ({type(e).__name__})") from e
+
+    if (folder / "batches.meta").exists():  # CIFAR-10
+        names = unpickle(folder / "batches.meta")["label_names"]
+        parts = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+        label_key = "labels"
+    else:  # CIFAR-100
+        meta = unpickle(folder / "meta")
+        names = meta["fine_label_names" if label_key == "fine_label" else "coarse_label_names"]
+        parts = {"train": ["train"], "test": ["test"]}
+        label_key = "fine_labels" if label_key == "fine_label" else "coarse_labels"
+    splits = {}
+    for split, files in parts.items():
+        batches = [unpickle(folder / f) for f in files]
+        images = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+        splits[split] = (images, labels)
+    return splits, list(names)
+
+
+def _read_hub_cifar(hub_id: str, image_column: str, label_column: str) -> tuple[Arrays, list[str]]:
+    """A hub parquet data set with an image column and a ClassLabel column (``uoft-cs/cifar10`` layout)."""
+    import datasets
+
+    try:
+        dd = datasets.load_dataset(hub_id)
+    except Exception as e:
+        raise UserError(f"cannot load {hub_id!r} from the Hugging Face hub ({str(e).splitlines()[0]}); "
+                        f"check the network, or point data.root at a torchvision CIFAR folder") from e
+    first = dd[next(iter(dd))]
+    for column in (image_column, label_column):
+        if column not in first.column_names:
+            raise UserError(f"{hub_id} has no column {column!r}; its columns are {', '.join(first.column_names)}")
+    feature = first.features[label_column]
+    names = list(feature.names) if hasattr(feature, "names") else sorted({str(v) for v in first[label_column]})
+    splits = {}
+    for split in dd:
+        ds = dd[split].cast_column(image_column, datasets.Image(decode=False))
+        images = _decode_all([row["bytes"] for row in ds[image_column]], f"{hub_id}:{split}")
+        splits[split] = (images, np.asarray(ds[label_column], dtype=np.int64))
+    return splits, names
+
+
+def _decode(item: bytes | Path, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as img:
+        if channels is None:  # grayscale sources stay one channel, everything else becomes RGB
+            channels = 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+        img = img.convert("L" if channels == 1 else "RGB")
+        if size is not None and img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _decode_all(items: list[bytes] | list[Path], source: str, size: tuple[int, int] | None = None,
+                channels: int | None = None) -> np.ndarray:
+    """Decode many images on threads (PIL releases the GIL); a file that will not decode names itself."""
+    if not items:
+        return np.zeros((0, channels or 3, *(size or (32, 32))), np.uint8)
+    if size is None or channels is None:  # the first image sets the shape every other image is brought to
+        first = _decode_one(items[0], source, size, channels)
+        size, channels = first.shape[:2], first.shape[2]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        arrays = list(pool.map(lambda item: _decode_one(item, source, size, channels), items))
+    return np.stack(arrays).transpose(0, 3, 1, 2).copy()
+
+
+def _decode_one(item: bytes | Path, source: str, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
+    try:
+        return _decode(item, size, channels)
+    except Exception as e:
+        where = str(item) if isinstance(item, Path) else f"an image in {source}"
+        raise UserError(f"cannot decode {where} ({type(e).__name__}): remove or replace the file") from e
+
+
+def load_cifar(root: str | None = None, hub_id: str = "uoft-cs/cifar10", image_column: str = "img",
+               label_column: str = "label", val_size: int = 5000, limit: int | None = None,
+               split_seed: int = 0) -> ImageData:
+    """CIFAR-10/100: from ``data.root`` in the torchvision layout, else from the Hugging Face hub."""
+    if root is not None:
+        base = Path(root).expanduser()
+        candidates = [base, base / "cifar-10-batches-py", base / "cifar-100-python"]
+        folder = next((c for c in candidates if (c / "batches.meta").exists() or (c / "meta").exists()), None)
+        if folder is None:
+            raise UserError(f"data.root={root} holds no cifar-10-batches-py or cifar-100-python folder")
+        splits, names = _read_torchvision_cifar(folder, label_column)
+        source = str(folder)
+    else:
+        splits, names = _read_hub_cifar(hub_id, image_column, label_column)
+        source = hub_id
+    if "train" not in splits or "test" not in splits:
+        raise UserError(f"{source} must have train and test splits, found {', '.join(splits)}")
+    train_images, train_labels = _limit(*splits["train"], limit, split_seed)
+    test_images, test_labels = _limit(*splits["test"], limit, split_seed)
+    if "validation" in splits:
+        val_images, val_labels = _limit(*splits["validation"], limit, split_seed)
+        data = ImageData(_split(train_images, train_labels, np.arange(len(train_labels))),
+                         _split(val_images, val_labels, np.arange(len(val_labels))),
+                         _split(test_images, test_labels, np.arange(len(test_labels))), names)
+    else:
+        fraction = min(val_size / max(len(train_labels), 1), 0.5)
+        rest, val = _stratified_split(train_labels, fraction, split_seed)
+        data = ImageData(_split(train_images, train_labels, rest), _split(train_images, train_labels, val),
+                         _split(test_images, test_labels, np.arange(len(test_labels))), names)
+    data.check(source)
+    return data
+
+
+def _folder_images(split_dir: Path) -> dict[str, list[Path]]:
+    classes = {}
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            classes[class_dir.name] = files
+    return classes
+
+
+def load_image_folder(path: str | None = None, image_size: int | None = None, val_fraction: float = 0.1,
+                      split_seed: int = 0) -> ImageData:
+    """The user's own images: ``path/train/<class>/*.png|jpg`` and ``path/test/<class>/…``, optionally
+    ``path/val/<class>/…`` (else val is carved from train). ``image_size`` resizes to a square; by default
+    every image is brought to the size of the first one."""
+    if path is None:
+        raise UserError("data=image_folder needs data.path=DIR (a folder with train/<class>/ and test/<class>/)")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data.path={path} is not a folder")
+    train_dir, test_dir = root / "train", root / "test"
+    for d in (train_dir, test_dir):
+        if not d.is_dir():
+            raise UserError(f"{d} is missing: data.path must hold train/<class>/ and test/<class>/ folders")
+    train = _folder_images(train_dir)
+    if not train:
+        raise UserError(f"{train_dir} holds no images: expected train/<class>/*.png|jpg")
+    classes = sorted(train)
+    if len(classes) < 2:
+        raise UserError(f"{train_dir} has one class ({classes[0]}); classification needs at least two")
+    index = {name: i for i, name in enumerate(classes)}
+    size = (image_size, image_size) if image_size else None
+
+    def read(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+        found = _folder_images(split_dir)
+        unknown = sorted(set(found) - set(index))
+        if unknown:
+            raise UserError(f"{split_dir} has classes that train lacks: {', '.join(unknown[:5])}")
+        files = [f for name in sorted(found) for f in found[name]]
+        labels = np.array([index[name] for name in sorted(found) for _ in found[name]], dtype=np.int64)
+        return _decode_all(files, str(split_dir), size, channels), labels
+
+    first = _decode_one(train[classes[0]][0], str(train_dir), size, None)
+    size, channels = first.shape[:2], first.shape[2]
+    train_images, train_labels = read(train_dir)
+    test_images, test_labels = read(test_dir)
+    if (root / "val").is_dir():
+        val_images, val_labels = read(root / "val")
+        data = ImageData(Split(torch.from_numpy(train_images), torch.from_numpy(train_labels)),
+                         Split(torch.from_numpy(val_images), torch.from_numpy(val_labels)),
+                         Split(torch.from_numpy(test_images), torch.from_numpy(test_labels)), classes)
+    else:
+        rest, val = _stratified_split(train_labels, val_fraction, split_seed)
+        data = ImageData(_split(train_images, train_labels, rest), _split(train_images, train_labels, val),
+                         _split(test_images, test_labels, np.arange(len(test_labels))), classes)
+    data.check(f"data.path={path}")
+    return data

@@ -1,0 +1,45 @@
+"""The small protocol through which the engine drives any task family without knowing its insides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+
+class Task(Protocol):
+    family: str  # classify | rate | fewshot | caption
+    primary: str  # the metric that picks the best checkpoint and heads comparisons, without split: "acc"
+    higher_is_better: bool
+    model: nn.Module
+    convolutional: bool  # channels_last pays off only for convolutional models
+
+    def to(self, device: Any) -> None:
+        """Move data held as tensors (and the model) to the training device."""
+
+    def steps_per_epoch(self) -> int: ...
+
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
+        """Batches of one epoch, from batch index ``start`` (a resumed run skips what it has done)."""
+
+    def training_loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
+        """The task loss of one batch (auxiliary attention losses are added by the trainer) and its size."""
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Metrics on ``val`` or ``test``, keyed without the split (``{"acc": 0.97}``); one sync at the end."""
+
+    def example_batch(self) -> Any:
+        """One batch of evaluation inputs, for counting FLOPs."""
+
+    def predict(self, model: nn.Module, batch: Any) -> Any:
+        """The forward pass of inference on a batch from ``example_batch``."""
+
+    def figures(self, model: nn.Module, out_dir: Path) -> dict[str, Path]:
+        """Attention pictures for a few test inputs, written into ``out_dir``; name -> file."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Random state of the data pipeline (and anything else a resume needs)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

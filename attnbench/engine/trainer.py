@@ -1,0 +1,330 @@
+"""The training loop: optimiser, schedule, precision, compile, evaluation, checkpoints, resume, signals.
+
+The loop never synchronises with the device inside a step: losses stay on the device and are read every
+``trainer.log_every`` steps and at the end of each epoch, which is also where a non-finite loss is caught.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..attention import aux_losses
+from ..config import TrainerConfig
+from ..errors import UserError
+from ..track import Logger, RunDirectory
+from ..track.console import TrainingProgress, info
+from .optim import build_optimizer, build_schedule
+from .protocol import Task
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved. ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class NonFiniteLoss(UserError):
+    def __init__(self, value: float, step: int, hint: str) -> None:
+        super().__init__(f"the loss became {value} at step {step}: {hint}")
+        self.step, self.hint = step, hint
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed within the current epoch
+    step: int = 0  # optimisation steps completed
+    best_value: float | None = None
+    best_epoch: int | None = None
+    epoch_loss: float = 0.0  # sum of the losses of the batches done in the current epoch
+    epoch_aux: dict[str, float] = field(default_factory=dict)  # same for each auxiliary loss
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"trainer.device={name} but no CUDA device is visible; use trainer.device=auto or cpu")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision not in ("auto", "bf16", "fp32"):
+        raise UserError(f"trainer.precision must be auto, bf16 or fp32, not {precision!r}")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated on CUDA; the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def check_fingerprint(checkpoint: dict[str, Any], fingerprint: str, path: Any) -> None:
+    """Refuse a checkpoint written by another configuration (its weights would not fit, or not mean the same)."""
+    if checkpoint.get("fingerprint") != fingerprint:
+        raise UserError(f"checkpoint {path} comes from another configuration (data, backbone, model or seed "
+                        f"differ); use it only with the run that wrote it, or start a new run")
+
+
+class StopSignals:
+    """Turn the first SIGINT/SIGTERM into a flag the loop checks between steps; a second one acts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self._previous[signum])
+
+    def __enter__(self) -> StopSignals:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainerConfig, task: Task, run: RunDirectory, logger: Logger, *, seed: int,
+                 fingerprint: str) -> None:
+        self.cfg, self.task, self.run, self.logger = cfg, task, run, logger
+        self.seed, self.fingerprint = seed, fingerprint
+        self.device = resolve_device(cfg.device)
+        self.dtype = autocast_dtype(cfg.precision, self.device)
+        self.state = TrainState()
+        self.metrics: dict[str, float] = {}  # the latest evaluation of each split, keyed "split/name"
+        self.train_time = 0.0  # seconds of training steps after warm-up, over all segments of the run
+        self.train_samples = 0
+        self._warm = False  # this process has run its warm-up steps (compilation, allocator, cudnn search)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+        elif cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+    # ------------------------------------------------------------------ setup and checkpoints
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "model": self.task.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+            "task": self.task.state_dict(),
+            "state": asdict(self.state),
+            "train_time": self.train_time,
+            "train_samples": self.train_samples,
+            "wandb_id": self.logger.run_id,
+            "fingerprint": self.fingerprint,
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        check_fingerprint(checkpoint, self.fingerprint, self.run.last)
+        self.task.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.schedule.load_state_dict(checkpoint["schedule"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if checkpoint["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        self.task.load_state_dict(checkpoint["task"])
+        self.state = TrainState(**checkpoint["state"])
+        self.train_time, self.train_samples = checkpoint["train_time"], checkpoint["train_samples"]
+        self.run.truncate_metrics(self.state.step)  # records after the checkpoint are replayed
+
+    def save_last(self) -> None:
+        self.run.save_checkpoint(self.run.last, self._checkpoint())
+
+    # ------------------------------------------------------------------ the loop
+
+    def place(self) -> None:
+        """Put the task on the device, in the memory format and (compiled or not) form it will run in."""
+        self.task.to(self.device)
+        model = self.task.model
+        if self.device.type == "cuda" and self.cfg.channels_last and self.task.convolutional:
+            model.to(memory_format=torch.channels_last)
+        self.forward_model = torch.compile(model) if self.cfg.compile else model
+
+    def setup(self, resume_from: dict[str, Any] | None = None) -> None:
+        """``place`` plus optimiser and schedule, restored from a checkpoint when resuming."""
+        self.place()
+        self.optimizer = build_optimizer(self.cfg, self.task.model, self.device)
+        self.schedule = build_schedule(self.cfg, self.optimizer, self.task.steps_per_epoch())
+        if resume_from is not None:
+            self.restore(resume_from)
+
+    def fit(self) -> None:
+        """Train from ``self.state`` to the last epoch, evaluating on val after every epoch."""
+        cfg, task = self.cfg, self.task
+        steps_per_epoch = task.steps_per_epoch()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with StopSignals() as stop, TrainingProgress(cfg.epochs * steps_per_epoch, cfg.epochs) as bar:
+            for epoch in range(self.state.epoch, cfg.epochs):
+                train_metrics = self._train_epoch(epoch, stop, bar)
+                val = self.evaluate("val")
+                self.state.epoch, self.state.batch = epoch + 1, 0
+                self._record(epoch, train_metrics, val)
+                self.save_last()
+
+    def _train_epoch(self, epoch: int, stop: StopSignals, bar: TrainingProgress) -> dict[str, float]:
+        model, task = self.task.model, self.task
+        model.train()
+        warmup_left = 0 if self._warm else 5  # steps excluded from the throughput figure
+        window: list[Tensor] = []  # losses since the last sync, still on the device
+        # running sums of the epoch, carried over from a checkpoint saved in the middle of it
+        loss_sum = torch.tensor(self.state.epoch_loss, device=self.device)
+        aux_sum = {k: torch.tensor(v, device=self.device) for k, v in self.state.epoch_aux.items()}
+        synchronize(self.device)
+        started, samples = time.perf_counter(), 0
+        for batch in task.train_batches(epoch, self.state.batch):
+            with self._autocast():
+                loss, size = task.training_loss(self.forward_model, batch)
+                extra = aux_losses(model)
+                total = loss + sum(extra.values()) if extra else loss
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if self.cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.schedule.step()
+            self.state.step += 1
+            self.state.batch += 1
+            window.append(total.detach())
+            loss_sum += total.detach()
+            for name, value in extra.items():
+                aux_sum[name] = aux_sum.get(name, 0) + value.detach()
+            if warmup_left:
+                warmup_left -= 1
+                if not warmup_left:
+                    synchronize(self.device)
+                    started, samples, self._warm = time.perf_counter(), 0, True
+            else:
+                samples += size
+            if len(window) >= self.cfg.log_every:
+                self._flush(window, epoch, bar, samples / max(time.perf_counter() - started, 1e-9))
+            if stop.signum is not None:
+                self.state.epoch_loss = loss_sum.item()
+                self.state.epoch_aux = {k: v.item() for k, v in aux_sum.items()}
+                self.save_last()
+                raise Interrupted(stop.signum)
+        self._flush(window, epoch, bar, samples / max(time.perf_counter() - started, 1e-9))
+        if not warmup_left:
+            self.train_time += time.perf_counter() - started
+            self.train_samples += samples
+        steps = max(self.state.batch, 1)
+        metrics = {"train/loss": (loss_sum / steps).item(), "train/lr": self.schedule.get_last_lr()[0]}
+        metrics.update({f"train/aux/{k}": (v / steps).item() for k, v in aux_sum.items()})
+        self.state.epoch_loss, self.state.epoch_aux = 0.0, {}
+        return metrics
+
+    def _flush(self, window: list[Tensor], epoch: int, bar: TrainingProgress, samples_per_s: float) -> None:
+        """Read the losses of the last steps (one sync), stop on a non-finite one, update the progress bar."""
+        if not window:
+            return
+        losses = torch.stack(window).float().cpu()
+        finite = torch.isfinite(losses)
+        if not finite.all():
+            first = int((~finite).nonzero()[0])
+            step = self.state.step - len(window) + first + 1
+            raise NonFiniteLoss(float(losses[first]), step, self.nan_hint())
+        bar.update(self.state.step, epoch, float(losses[-1]), self.schedule.get_last_lr()[0], samples_per_s)
+        window.clear()
+
+    def nan_hint(self) -> str:
+        hint = f"lower trainer.lr (now {self.cfg.lr:g})"
+        if self.dtype is not None:
+            hint += " or train in full precision with trainer.precision=fp32"
+        if not self.cfg.grad_clip:
+            hint += ", or clip gradients with trainer.grad_clip=1.0"
+        return hint
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        self.task.model.eval()
+        with torch.no_grad(), self._autocast():
+            metrics = self.task.evaluate(self.forward_model, split)
+        metrics = {f"{split}/{name}": value for name, value in metrics.items()}
+        self.metrics.update(metrics)
+        return metrics
+
+    def _record(self, epoch: int, train: dict[str, float], val: dict[str, float]) -> None:
+        base = {"epoch": epoch + 1, "step": self.state.step}
+        self.run.log_metrics({**base, "split": "train", **train})
+        self.run.log_metrics({**base, "split": "val", **val})
+        self.logger.log({**train, **val, "epoch": epoch + 1}, step=self.state.step)
+        primary = val.get(f"val/{self.task.primary}")
+        better = primary is not None and (self.state.best_value is None or (
+            primary > self.state.best_value if self.task.higher_is_better else primary < self.state.best_value))
+        if better:
+            self.state.best_value, self.state.best_epoch = primary, epoch + 1
+            self.run.save_checkpoint(self.run.best, {"model": self.task.model.state_dict(), "epoch": epoch + 1,
+                                                     "val": val, "fingerprint": self.fingerprint})
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in {**train, **val}.items() if k != "train/lr")
+        info(f"epoch {epoch + 1}/{self.cfg.epochs}  {shown}")
+
+    # ------------------------------------------------------------------ the end of a run
+
+    def test(self) -> dict[str, float]:
+        """Test metrics with the weights of the best validation epoch."""
+        best = self.run.load_checkpoint(self.run.best)
+        check_fingerprint(best, self.fingerprint, self.run.best)
+        self.task.model.load_state_dict(best["model"])
+        self.metrics.update(best["val"])
+        return self.evaluate("test")
+
+    def inference_cost(self) -> dict[str, float | None]:
+        """FLOPs per sample (torch's counter) and inference samples/s on one evaluation batch, timed after
+        warm-up with the device synchronised."""
+        batch, size = self.task.example_batch()
+        model = self.task.model.eval()
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                self.task.predict(model, batch)
+            flops = counter.get_total_flops() / max(size, 1)
+        except Exception:  # an operator the counter cannot trace: no figure rather than a failed run
+            flops = None
+        with torch.no_grad(), self._autocast():
+            for _ in range(3):
+                self.task.predict(self.forward_model, batch)
+            synchronize(self.device)
+            started, passes = time.perf_counter(), 0
+            while passes < 5 or time.perf_counter() - started < 0.5:
+                self.task.predict(self.forward_model, batch)
+                passes += 1
+            synchronize(self.device)
+        return {"flops_per_sample": flops,
+                "eval_samples_per_s": passes * size / (time.perf_counter() - started)}
+
+    def training_cost(self) -> dict[str, float | None]:
+        return {"train_samples_per_s": self.train_samples / self.train_time if self.train_time > 0 else None,
+                "peak_memory_mb": peak_memory_mb(self.device)}

@@ -1,0 +1,151 @@
+"""One training job: build the task, train, test, and write the run directory, whatever happens.
+
+Used by ``attnbench train`` (a Hydra job, single or one of a sweep) and by ``attnbench train resume=DIR``.
+In a sweep, a job that finds its folder already holds a completed run skips it, an interrupted one resumes
+from its checkpoint, and a failed one starts again, so rerunning a sweep command finishes the sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+from .attention import attention_parameters
+from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint
+from .tasks import build_task
+from .track import RunDirectory, create_logger
+from .track.console import console, info, summary_table
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """What a checkpoint must match to be loaded: the data, backbone, model and seed configuration."""
+    identity = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "backbone", "model")}
+    identity["seed"] = cfg.seed
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def group_name(choices: dict[str, str], overrides: list[str]) -> str:
+    """The W&B group: the job's configuration without its seed, so the seeds of one setting aggregate."""
+    parts = {f"{k}={choices[k]}" for k in ("data", "backbone", "model")}
+    parts |= {o for o in overrides if not o.startswith(("seed=", "resume=")) and "=" in o}
+    return ",".join(sorted(parts))
+
+
+def _previous_run(run: RunDirectory) -> str:
+    """What a sweep job finds in its folder: nothing, completed, interrupted (resumable) or to be rerun."""
+    summary = run.read_summary()
+    if summary is None:
+        return "resume" if run.last.exists() else "new"  # SIGKILL leaves a checkpoint but no summary
+    if summary.get("status") == "completed":
+        return "completed"
+    if summary.get("status") == "interrupted" and run.last.exists():
+        return "resume"
+    return "rerun"
+
+
+def _clear(run: RunDirectory) -> None:
+    """Remove what a failed attempt left, so the rerun starts clean (its config in .hydra/ stays)."""
+    for path in (run.metrics_path, run.summary_path):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
+    shutil.rmtree(run.figures, ignore_errors=True)
+
+
+def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str], *,
+            in_sweep: bool = False, resume: bool = False) -> dict[str, Any]:
+    run = RunDirectory(run_dir)
+    if in_sweep:
+        found = _previous_run(run)
+        if found == "completed":
+            info(f"{run_dir}: already completed, skipped")
+            return run.read_summary() or {}
+        if found == "rerun":
+            _clear(run)
+        resume = found == "resume"
+
+    started = time.perf_counter()
+    previous = run.read_summary() if resume else None
+    summary: dict[str, Any] = {
+        "status": "running", "task": cfg.data.task, "data": choices["data"], "backbone": choices["backbone"],
+        "model": choices["model"], "seed": cfg.seed, "overrides": overrides,
+        "flops_per_sample": None, "eval_samples_per_s": None,
+    }
+    logger = trainer = task = None
+    try:
+        seed_everything(cfg.seed)
+        task = build_task(cfg, choices)
+        checkpoint = run.load_checkpoint(run.last) if resume else None
+        if checkpoint is not None:
+            check_fingerprint(checkpoint, fingerprint(cfg), run.last)
+        logger = create_logger(cfg.logger, run_dir=run.path, name=run.path.name, group=group_name(choices, overrides),
+                               tags=[task.family, f"data={choices['data']}", f"backbone={choices['backbone']}",
+                                     f"model={choices['model']}"],
+                               config=OmegaConf.to_container(cfg, resolve=True),
+                               run_id=checkpoint.get("wandb_id") if checkpoint else None)
+        trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
+        trainer.setup(checkpoint)
+        if checkpoint is not None:
+            info(f"resuming {run_dir} at epoch {trainer.state.epoch}, step {trainer.state.step}")
+        trainer.fit()
+        trainer.test()
+        figures = task.figures(task.model, run.figures)
+        summary.update(status="completed", **trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
+        logger.log_images(figures, step=trainer.state.step)
+    except Interrupted as e:
+        summary.update(status="interrupted", error=str(e))
+        raise
+    except NonFiniteLoss as e:
+        summary.update(status="failed", error=str(e), step=e.step, hint=e.hint)
+        raise
+    except BaseException as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        summary.update(status="failed", error=message, error_type=type(e).__name__)
+        raise
+    finally:
+        summary.update(_measurements(trainer, task, started, previous))
+        run.write_summary(summary)
+        if logger is not None:
+            logger.set_summary({**summary["metrics"], "status": summary["status"]})
+            logger.finish(exit_code=0 if summary["status"] == "completed" else 1)
+    console.print(summary_table(summary))
+    info(f"run directory: {run_dir}")
+    info(f"{summary['primary']['name']} = {summary['primary']['value']:.4f}")
+    return summary
+
+
+def _measurements(trainer: Trainer | None, task: Any, started: float,
+                  previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The figures every summary carries, as far as the run got."""
+    metrics = dict(trainer.metrics) if trainer else {}
+    primary = f"test/{task.primary}" if task else None
+    out: dict[str, Any] = {
+        "primary": {"name": primary, "value": metrics.get(primary) if primary else None,
+                    "higher_is_better": task.higher_is_better if task else None},
+        "metrics": metrics,
+        "params": sum(p.numel() for p in task.model.parameters()) if task else None,
+        "attention_params": attention_parameters(task.model) if task else None,
+    }
+    if trainer is not None:
+        out.update(trainer.training_cost())
+        out.update(epochs=trainer.state.epoch, step=trainer.state.step, best_epoch=trainer.state.best_epoch,
+                   device=str(trainer.device), wandb_id=trainer.logger.run_id if trainer.logger else None)
+    out["wall_time_s"] = time.perf_counter() - started + ((previous or {}).get("wall_time_s") or 0.0)
+    out["versions"] = {"attnbench": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
+    return out

@@ -1,0 +1,58 @@
+"""One task family per module: how a model is built from backbone + variant, its loss, metrics, pictures."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from ..data import LOADERS
+from ..errors import UserError
+from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
+from .classify import ClassifyTask
+
+# task family -> class; ``data.task`` in a data config picks one
+TASKS: dict[str, type] = {
+    "classify": ClassifyTask,
+}
+
+
+def family_slots() -> dict[str, tuple[str, ...]]:
+    return {family: cls.slots for family, cls in TASKS.items()}
+
+
+def task_class(cfg: DictConfig, choices: dict[str, str]) -> type:
+    family = cfg.data.get("task")
+    if family not in TASKS:
+        raise UserError(f"data={choices['data']} names task {family!r}, which is not one of {', '.join(TASKS)}")
+    return TASKS[family]
+
+
+def check(cfg: DictConfig, choices: dict[str, str]) -> None:
+    """Everything about a composed config that can be known without loading data or building a model:
+    the task exists, data/backbone/model keys are real parameters, the variant fits a slot.
+
+    ``choices`` are the config-group options the user picked (``{"data": "cifar100", ...}``): messages
+    name those, while ``name`` inside each group is the loader, backbone or variant it runs.
+    """
+    cls = task_class(cfg, choices)
+    loader = LOADERS.get(cfg.data.name)
+    if loader is None:
+        raise UserError(f"data={choices['data']} names loader {cfg.data.name!r}, which does not exist")
+    data_kwargs(cfg.data, loader, cls.data_keys, f"data={choices['data']}")
+    label = f"backbone={choices['backbone']}"
+    if cfg.backbone.name not in cls.backbones:
+        raise UserError(f"{label} does not fit the {cls.family} task of data={choices['data']}")
+    backbone = backbone_class(cfg.backbone.name, label)
+    settings = plain(cfg.backbone)
+    settings.pop("name")
+    given_by_task = ("slots", *cls.backbone_inputs)
+    check_keys(settings, [p for p in parameters(backbone) if p not in given_by_task], label)
+    attention_slots(cfg.model, backbone.slots, label, family_slots())
+
+
+def build_task(cfg: DictConfig, choices: dict[str, str]):
+    """Load the data and build the model of the task family the data set names."""
+    check(cfg, choices)
+    return task_class(cfg, choices)(cfg, choices, family_slots())
+
+
+__all__ = ["TASKS", "build_task", "check", "family_slots"]

@@ -1,0 +1,126 @@
+"""Image classification: images in, class out; accuracy is the primary metric."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from ..attention import capture_weights, diagnostics
+from ..data import LOADERS
+from ..data.batches import Augment, TensorBatches, channel_stats
+from ..data.images import ImageData
+from .build import attention_slots, backbone_class, build_backbone, data_kwargs
+from .figures import attention_grid_figure
+
+
+class Classifier(nn.Module):
+    """A backbone's pooled features, then one linear layer to the classes."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+class ClassifyTask:
+    family = "classify"
+    slots = ("feature", "pool")
+    primary = "acc"
+    higher_is_better = True
+    convolutional = True
+    backbones = ("resnet",)  # backbone config names (classes in BACKBONES) this task can use
+    backbone_inputs = ("in_channels",)  # backbone arguments the task supplies from the data
+    data_keys = ("crop_pad", "flip")  # augmentation, done on the device a batch at a time
+
+    def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
+        loader = LOADERS[cfg.data.name]
+        loader_kwargs, task_kwargs = data_kwargs(cfg.data, loader, self.data_keys, f"data={choices['data']}")
+        label = f"backbone={choices['backbone']}"
+        slots = attention_slots(cfg.model, backbone_class(cfg.backbone.name, label).slots, label, family_slots)
+        self.data: ImageData = loader(**loader_kwargs)
+        self.model = Classifier(build_backbone(cfg.backbone, slots, label, in_channels=self.data.channels),
+                                len(self.data.classes))
+        self.augment = Augment(task_kwargs.get("crop_pad", 0), task_kwargs.get("flip", False))
+        self.mean, self.std = channel_stats(self.data.train.images)
+        self.batch_size = cfg.trainer.batch_size
+        self.eval_batch_size = cfg.trainer.eval_batch_size
+        self.label_smoothing = cfg.trainer.label_smoothing
+        self.seed = cfg.seed
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # augmentation draws; saved in checkpoints
+
+    def to(self, device: torch.device) -> None:
+        for split in (self.data.train, self.data.val, self.data.test):
+            split.images, split.labels = split.images.to(device), split.labels.to(device)
+        self.model.to(device)
+        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+
+    def _batches(self, split: str, train: bool = False) -> TensorBatches:
+        data = getattr(self.data, split)
+        return TensorBatches(data.images, data.labels, self.batch_size if train else self.eval_batch_size,
+                             mean=self.mean, std=self.std, shuffle=train, seed=self.seed,
+                             augment=self.augment if train else None, generator=self.generator,
+                             drop_last=train and len(data) > self.batch_size)
+
+    def steps_per_epoch(self) -> int:
+        return len(self._batches("train", train=True))
+
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        return self._batches("train", train=True).epoch(epoch, start)
+
+    def training_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, int]:
+        x, y = batch
+        return F.cross_entropy(model(x).float(), y, label_smoothing=self.label_smoothing), len(y)
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        correct = loss = None
+        extra: dict[str, Tensor] = {}
+        batches = 0
+        for x, y in self._batches(split):
+            logits = model(x).float()
+            batch_correct = (logits.argmax(1) == y).sum()
+            batch_loss = F.cross_entropy(logits, y, reduction="sum")
+            correct = batch_correct if correct is None else correct + batch_correct
+            loss = batch_loss if loss is None else loss + batch_loss
+            for name, value in diagnostics(model).items():
+                extra[name] = extra.get(name, 0) + value
+            batches += 1
+        n = len(getattr(self.data, split))
+        values = torch.stack([correct / n, loss / n, *(v / batches for v in extra.values())]).tolist()
+        return dict(zip(["acc", "loss", *extra], values))
+
+    def example_batch(self) -> tuple[Any, int]:
+        x, y = next(iter(self._batches("test")))
+        return x, len(y)
+
+    def predict(self, model: nn.Module, batch: Tensor) -> Tensor:
+        return model(batch)
+
+    def figures(self, model: nn.Module, out_dir: Path) -> dict[str, Path]:
+        """Spatial attention of the last block over a few test images (variants with spatial weights)."""
+        x, y = next(iter(self._batches("test")))
+        x = x[:8]
+        model.eval()
+        with torch.no_grad(), capture_weights(model) as modules:
+            model(x)
+            spatial = [m.weights for m in modules.values() if m.weights is not None and m.weights_over == "positions"]
+        if not spatial:
+            return {}
+        images = (x * self.std.to(x.device).view(1, -1, 1, 1) + self.mean.to(x.device).view(1, -1, 1, 1))
+        path = attention_grid_figure(images.clamp(0, 1).cpu(), spatial[-1].float().cpu(), y[:8].tolist(),
+                                     self.data.classes, out_dir / "attention.png")
+        return {"attention": path}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,108 @@
+"""The run directory: the contract that ``compare``, W&B and the tests rely on.
+
+    <run dir>/
+      .hydra/config.yaml      resolved configuration (written by Hydra)
+      metrics.jsonl           one JSON object per evaluation
+      summary.json            written atomically at the end, on failure and on interruption
+      checkpoints/last.pt     everything needed to resume
+      checkpoints/best.pt     the weights of the best validation epoch
+      figures/                attention pictures
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from ..errors import UserError
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through a temporary file in the same folder, fsync it, then rename: readers (and a resume
+    after SIGKILL) see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN and infinities are not JSON: write them as null rather than produce an unreadable file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.summary_path = self.path / "summary.json"
+        self.checkpoints = self.path / "checkpoints"
+        self.figures = self.path / "figures"
+        self.config_path = self.path / ".hydra" / "config.yaml"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(_json_ready(record)) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records logged after ``step`` (a resumed run replays them from its checkpoint)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        atomic_write(self.metrics_path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        text = json.dumps(_json_ready(summary), indent=2, sort_keys=False) + "\n"
+        atomic_write(self.summary_path, lambda f: f.write(text.encode()))
+
+    def read_summary(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.summary_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
+        atomic_write(path, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self, path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """Load with ``weights_only=True``: a crafted pickle in a checkpoint cannot execute anything."""
+        if not path.exists():
+            raise UserError(f"no checkpoint at {path}: the run never finished an epoch; start it again")
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # torch raises several types for truncated or foreign files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"checkpoint {path} cannot be loaded ({first}); it is truncated or not an "
+                            f"attnbench checkpoint") from e
