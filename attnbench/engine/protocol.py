@@ -30,8 +30,9 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Metrics on ``val`` or ``test``, keyed without the split (``{"acc": 0.97}``); one sync at the end."""
 
-    def example_batch(self) -> Any:
-        """One batch of evaluation inputs, for counting FLOPs."""
+    def example_batch(self, limit: int | None = None) -> tuple[Any, int]:
+        """One batch of test inputs (at most ``limit`` samples) and its size: for the build-time probe,
+        counting FLOPs and timing inference."""
 
     def predict(self, model: nn.Module, batch: Any) -> Any:
         """The forward pass of inference on a batch from ``example_batch``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig
 
 from ..data import LOADERS
@@ -50,9 +51,22 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
 
 
 def build_task(cfg: DictConfig, choices: dict[str, str]):
-    """Load the data and build the model of the task family the data set names."""
+    """Load the data and build the model of the task family the data set names, then probe it with one
+    forward pass on two test samples: an impossible hyperparameter (k larger than the sequence, a window
+    wider than the grid) is refused here, before training, rather than as a shape error mid-run."""
     check(cfg, choices)
-    return task_class(cfg, choices)(cfg, choices, family_slots())
+    task = task_class(cfg, choices)(cfg, choices, family_slots())
+    batch, _ = task.example_batch(limit=2)
+    task.model.eval()
+    try:
+        with torch.no_grad():
+            task.predict(task.model, batch)
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"model={choices['model']} does not fit backbone={choices['backbone']} on "
+                        f"data={choices['data']}: {first}") from e
+    task.model.train()
+    return task
 
 
 __all__ = ["TASKS", "build_task", "check", "family_slots"]

@@ -97,9 +97,10 @@ class ClassifyTask:
         values = torch.stack([correct / n, loss / n, *(v / batches for v in extra.values())]).tolist()
         return dict(zip(["acc", "loss", *extra], values))
 
-    def example_batch(self) -> tuple[Any, int]:
-        x, y = next(iter(self._batches("test")))
-        return x, len(y)
+    def example_batch(self, limit: int | None = None) -> tuple[Any, int]:
+        x, _ = next(iter(self._batches("test")))
+        x = x[:limit]
+        return x, len(x)
 
     def predict(self, model: nn.Module, batch: Tensor) -> Tensor:
         return model(batch)

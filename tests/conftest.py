@@ -1,0 +1,29 @@
+"""Shared test set-up: no network, W&B offline into temporary folders, caches kept out of the home folder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests never touch the network and never write outside their temporary folders.
+OFFLINE_ENV = {
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "WANDB_DISABLE_GIT": "true",
+    "MPLBACKEND": "Agg",
+}
+os.environ.update(OFFLINE_ENV)
+os.environ.pop("HYDRA_FULL_ERROR", None)
+os.environ.pop("WANDB_API_KEY", None)
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("HF_HOME", str(cache / "hf"))
+    monkeypatch.setenv("WANDB_DIR", str(cache / "wandb"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(cache / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(cache / "wandb-cache"))
+    monkeypatch.setenv("HOME", str(cache / "home"))  # no netrc, so W&B is never "logged in"
