@@ -43,14 +43,17 @@ class TensorBatches:
     """Shuffled (or ordered) mini-batches of normalised float images and labels, all on one device.
 
     The order of epoch ``e`` depends only on (seed, e), so a run resumed in the middle of an epoch replays
-    the same order; augmentation draws from ``generator``, whose state goes into checkpoints.
+    the same order; augmentation draws from ``generator``, whose state goes into checkpoints. Under DDP each
+    of ``world`` ranks takes every ``world``-th sample of each global batch, so together the ranks see the
+    batches a single process would.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *, mean: Tensor, std: Tensor,
                  shuffle: bool, seed: int = 0, augment: Augment | None = None, drop_last: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, rank: int = 0, world: int = 1) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.rank, self.world = rank, world
         self.mean = mean.to(images.device).view(1, -1, 1, 1)
         self.std = std.to(images.device).view(1, -1, 1, 1)
         self.augment = augment
@@ -69,7 +72,7 @@ class TensorBatches:
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.order(epoch)
         for i in range(start, len(self)):
-            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            index = order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
             x = self.images[index].float().div_(255)
             if self.augment is not None and self.generator is not None:
                 x = self.augment(x, self.generator)

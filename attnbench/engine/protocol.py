@@ -19,6 +19,10 @@ class Task(Protocol):
     def to(self, device: Any) -> None:
         """Move data held as tensors (and the model) to the training device."""
 
+    def shard(self, rank: int, world: int) -> None:
+        """Under DDP: from now on ``train_batches`` yields this rank's part of every global batch (the
+        global batch, ``trainer.batch_size``, is the same as in a one-process run, split ``world`` ways)."""
+
     def steps_per_epoch(self) -> int: ...
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[Any]:

@@ -56,6 +56,7 @@ class ClassifyTask:
         self.label_smoothing = cfg.trainer.label_smoothing
         self.seed = cfg.seed
         self.generator = torch.Generator().manual_seed(cfg.seed)  # augmentation draws; saved in checkpoints
+        self.rank, self.world = 0, 1
 
     def to(self, device: torch.device) -> None:
         for split in (self.data.train, self.data.val, self.data.test):
@@ -68,7 +69,11 @@ class ClassifyTask:
         return TensorBatches(data.images, data.labels, self.batch_size if train else self.eval_batch_size,
                              mean=self.mean, std=self.std, shuffle=train, seed=self.seed,
                              augment=self.augment if train else None, generator=self.generator,
-                             drop_last=train and len(data) > self.batch_size)
+                             drop_last=train and len(data) > self.batch_size,
+                             rank=self.rank if train else 0, world=self.world if train else 1)
+
+    def shard(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
 
     def steps_per_epoch(self) -> int:
         return len(self._batches("train", train=True))
