@@ -101,6 +101,7 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
                                run_id=checkpoint.get("wandb_id") if checkpoint else None)
         trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
         trainer.setup(checkpoint)
+        task.save_artifacts(run.path)
         if checkpoint is not None:
             info(f"resuming {run_dir} at epoch {trainer.state.epoch}, step {trainer.state.step}")
         trainer.fit()

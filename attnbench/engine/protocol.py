@@ -42,7 +42,10 @@ class Task(Protocol):
         """The forward pass of inference on a batch from ``example_batch``."""
 
     def figures(self, model: nn.Module, out_dir: Path) -> dict[str, Path]:
-        """Attention pictures for a few test inputs, written into ``out_dir``; name -> file."""
+        """Attention pictures for a few test inputs, written into ``out_dir`` (PNG, or HTML); name -> file."""
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """Files a run needs besides its checkpoints (a vocabulary), written once into the run directory."""
 
     def state_dict(self) -> dict[str, Any]:
         """Random state of the data pipeline (and anything else a resume needs)."""

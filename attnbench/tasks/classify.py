@@ -125,6 +125,9 @@ class ClassifyTask:
                                      self.data.classes, out_dir / "attention.png")
         return {"attention": path}
 
+    def save_artifacts(self, run_dir: Path) -> None:
+        """Nothing beyond checkpoints: the class names are in the data config's source."""
+
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
 

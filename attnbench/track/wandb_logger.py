@@ -74,7 +74,10 @@ class WandbLogger(Logger):
         self.run.log(metrics, step=step)
 
     def log_images(self, images: dict[str, Path], step: int) -> None:
-        self.run.log({key: self._wandb.Image(str(path)) for key, path in images.items()}, step=step)
+        """Figures: PNG as images, HTML (shaded text) as HTML panels."""
+        media = {key: self._wandb.Html(path.read_text()) if path.suffix == ".html" else self._wandb.Image(str(path))
+                 for key, path in images.items()}
+        self.run.log(media, step=step)
 
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         self.run.log({key: self._wandb.Table(columns=columns, data=rows)})
