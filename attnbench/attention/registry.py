@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import feature, pool
+from . import feature, pair, pool
 
 SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair")
 
@@ -41,6 +41,8 @@ VARIANTS: dict[str, Variant] = _variants(
     ("sum", {"pool": pool.SumPool}),
     ("mean", {"pool": pool.MeanPool}),
     ("max", {"pool": pool.MaxPool}),
+    ("coattn", {"pair": pair.CoAttention}),
+    ("cross", {"pair": pair.CrossAttention}),
 )
 
 
