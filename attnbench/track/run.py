@@ -19,8 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from ..errors import UserError
 
 
@@ -93,11 +91,17 @@ class RunDirectory:
         except (OSError, ValueError):
             return None
 
+    # torch is imported where checkpoints are handled, so reading summaries (compare, the CLI) stays light
+
     def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
+        import torch
+
         atomic_write(path, lambda f: torch.save(state, f))
 
-    def load_checkpoint(self, path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    def load_checkpoint(self, path: Path, map_location: str = "cpu") -> dict[str, Any]:
         """Load with ``weights_only=True``: a crafted pickle in a checkpoint cannot execute anything."""
+        import torch
+
         if not path.exists():
             raise UserError(f"no checkpoint at {path}: the run never finished an epoch; start it again")
         try:
