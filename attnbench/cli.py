@@ -137,12 +137,17 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
 
     from .errors import UserError
     from .tasks import check
+    from .track.run import check_writable
 
     for prefix, cfg in composed:
         try:
             check(cfg, dict(cfg.hydra.runtime.choices))
         except UserError as e:
             return prefix + str(e)
+    try:
+        check_writable(Path(composed[0][1].hydra.sweep.dir if multirun else composed[0][1].hydra.run.dir))
+    except UserError as e:
+        return str(e)
     return None
 
 
