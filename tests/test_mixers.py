@@ -122,6 +122,29 @@ def test_gradients_reach_every_parameter(name, batch):
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
+@pytest.mark.parametrize("name", MIXERS)
+def test_runs_under_bf16_autocast(name, batch):
+    """The engine trains in bf16 autocast on CUDA; the CPU flavour catches the same dtype mismatches."""
+    x, mask = batch
+    module = MIXERS[name]().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(x, mask)
+    out.float().sum().backward()
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("build", [lambda: MultiHeadAttention(DIM, HEADS, dropout=0.5),
+                                   lambda: RelativePositionAttention(DIM, HEADS, dropout=0.5),
+                                   lambda: CompositionalDeAttention(DIM, dropout=0.5)])
+def test_dropout_only_in_training(build, batch):
+    x, mask = batch
+    module = build()
+    module.train()
+    assert not torch.allclose(module(x, mask), module(x, mask))
+    module.eval()
+    assert torch.equal(module(x, mask), module(x, mask))
+
+
 def test_empty_sequence_stays_finite():
     module = MultiHeadAttention(DIM, HEADS).train()
     mask = torch.zeros(2, 5, dtype=torch.bool)

@@ -137,9 +137,13 @@ class MultiHeadAttention(Mixer):
         if self.norm == "softmax" and self.training and not self.capture:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=fused_mask(mask), dropout_p=self.dropout,
                                                   scale=self.scale)
-        weights = normalize(q @ k.transpose(-2, -1) * self.scale, key_mask(mask), self.norm)
+        weights = normalize((q * self.scale) @ k.transpose(-2, -1), key_mask(mask), self.norm)
         self.record_rows(weights, mask)
-        return F.dropout(weights, self.dropout, self.training) @ v
+        return self.drop(weights) @ v
+
+    def drop(self, weights: Tensor) -> Tensor:
+        """Dropout on attention weights in training (no pass over the N×N weights when there is none)."""
+        return F.dropout(weights, self.dropout) if self.training and self.dropout else weights
 
 
 class SelfAttention(MultiHeadAttention):
@@ -196,10 +200,11 @@ class RelativePositionAttention(MultiHeadAttention):
     def attend_dense(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         n = q.shape[-2]
         buckets = self.distance_buckets(n, q.device).expand(*q.shape[:-2], n, n)
-        relative = (q @ self.rel_key.to(q.dtype).T).gather(-1, buckets)  # q_i·aᴷ_ij, (B, h, N, N)
-        weights = normalize((q @ k.transpose(-2, -1) + relative) * self.scale, key_mask(mask), self.norm)
+        q = q * self.scale
+        relative = (q @ self.rel_key.to(q.dtype).T).gather(-1, buckets)  # q_i·aᴷ_ij/√d, (B, h, N, N)
+        weights = normalize(relative.add_(q @ k.transpose(-2, -1)), key_mask(mask), self.norm)
         self.record_rows(weights, mask)
-        weights = F.dropout(weights, self.dropout, self.training)
+        weights = self.drop(weights)
         per_distance = weights.new_zeros(*weights.shape[:-1], self.rel_value.shape[0])
         per_distance.scatter_add_(-1, buckets, weights)  # Σ α_ij over the keys j at each clipped distance
         return weights @ v + per_distance @ self.rel_value.to(weights.dtype)
@@ -327,7 +332,9 @@ class CompositionalDeAttention(Mixer):
         qe, ke, qn, kn, v = self.in_proj(x).unflatten(-1, (5, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         weights = self.composition(qe, ke, qn, kn, mask)
         self.record_rows(weights.abs(), mask)
-        return merge_heads(F.dropout(weights, self.dropout, self.training) @ v)
+        if self.training and self.dropout:
+            weights = F.dropout(weights, self.dropout)
+        return merge_heads(weights @ v)
 
     def composition(self, qe: Tensor, ke: Tensor, qn: Tensor, kn: Tensor, mask: Tensor | None) -> Tensor:
         """M = tanh(E) ⊙ σ(N), (B, h, N, N), exactly 0 on padded keys."""
