@@ -365,6 +365,16 @@ def test_coda_equals_its_formula(batch):
 # ------------------------------------------------------------------------------------------ gate
 
 
+def test_token_gate_records_kept_fraction_per_token(batch):
+    x, mask = batch
+    module = TokenGate(DIM).eval()
+    with capture_weights(module):
+        module(x, mask)
+        weights = module.weights
+    assert weights.shape == (2, 9) and (weights[1, 5:] == 0).all() and (weights[mask] > 0).all()
+    assert "entropy" in module.diagnostics()
+
+
 def test_token_gate_equals_its_formula(batch):
     x, mask = batch
     module = TokenGate(DIM)

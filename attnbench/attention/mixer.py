@@ -6,7 +6,8 @@ real ones; what a mixer computes *at* a padded position is left as it is (every 
 
 Recorded weights (``capture_weights``, and the entropy reported at evaluation) are (B, heads, N, N): row i is
 query i's weights over the keys, one map per head (one head for ``self``), with the rows of padded queries
-zeroed so the entropy averages over real queries only. ``gate`` records its gates, (B, N, D), over channels.
+zeroed so the entropy averages over real queries only. ``gate`` records each token's mean gate, (B, N), zero
+on padding, as the image form records a map over positions.
 
 The weighting mixers form their N×N weights explicitly only when something needs them: at evaluation (the
 entropy) and while weights are captured. Plain training of ``self``, ``mha`` and ``headprune`` with softmax
@@ -71,12 +72,17 @@ class Mixer(Attention):
 
     slot = "mixer"
 
+    @property
+    def recording(self) -> bool:
+        """Whether recorded weights are used (evaluation, or capture on); plain training keeps nothing."""
+        return self.capture or not self.training
+
     def record_rows(self, weights: Tensor, mask: Tensor | None) -> None:
         """``record`` weights whose second-to-last dimension runs over queries (tokens), padded rows zeroed.
 
         Returns at once in plain training, where nothing is kept, so the step pays nothing for it.
         """
-        if self.training and not self.capture:
+        if not self.recording:
             return
         if mask is not None:
             rows = mask.unsqueeze(-1)
@@ -134,7 +140,7 @@ class MultiHeadAttention(Mixer):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """Each head's weighted sum of values, (B, h, N, d)."""
-        if self.norm == "softmax" and self.training and not self.capture:
+        if self.norm == "softmax" and not self.recording:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=fused_mask(mask), dropout_p=self.dropout,
                                                   scale=self.scale)
         weights = normalize((q * self.scale) @ k.transpose(-2, -1), key_mask(mask), self.norm)
@@ -331,7 +337,8 @@ class CompositionalDeAttention(Mixer):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         qe, ke, qn, kn, v = self.in_proj(x).unflatten(-1, (5, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         weights = self.composition(qe, ke, qn, kn, mask)
-        self.record_rows(weights.abs(), mask)
+        if self.recording:
+            self.record_rows(weights.abs(), mask)
         if self.training and self.dropout:
             weights = F.dropout(weights, self.dropout)
         return merge_heads(weights @ v)
@@ -355,23 +362,26 @@ class TokenGate(Mixer):
 
     The survey's "gating": g = σ(W_g[x_i; c]), h̃_i = tanh(W_h[x_i; c]), out_i = g⊙x_i + (1 − g)⊙h̃_i, where
     c is the masked mean of the sequence (the sequence form of ``gate``; its image form lives in
-    ``feature.py``). W[x; c] is computed as W_x x + W_c c, so the context is projected once per sequence.
-    It weights no positions, so ``score``/``norm``/``temperature`` do not apply; the recorded weights are the
-    gates g over channels.
+    ``feature.py``). W[x; c] is computed as W_x x + W_c c, so the context is projected once per sequence;
+    biases start at zero, so g starts near 0.5, as in the image form. It normalises no scores, so
+    ``score``/``norm``/``temperature`` do not apply; the recorded weights are each token's gate averaged over
+    channels (how much of the token is kept).
     """
 
     paper = "the survey's gating: a GRU-style update gate (Cho et al. 2014) with sequence context"
-    weights_over = "channels"
 
     def __init__(self, dim: int, bias: bool = True) -> None:
         super().__init__()
         self.from_token = nn.Linear(dim, 2 * dim, bias=bias)  # gate and candidate, from x_i
         self.from_context = nn.Linear(dim, 2 * dim, bias=False)  # gate and candidate, from c
+        if bias:
+            nn.init.zeros_(self.from_token.bias)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         valid = x.new_ones(x.shape[0], x.shape[1], 1) if mask is None else mask.unsqueeze(-1).to(x.dtype)
         context = (x * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1)
         gate, candidate = (self.from_token(x) + self.from_context(context)).chunk(2, dim=-1)
         gate = torch.sigmoid(gate)
-        self.record_rows(gate, mask)
+        if self.recording:
+            self.record(gate.mean(-1) * valid.squeeze(-1), mask)
         return gate * x + (1 - gate) * torch.tanh(candidate)
