@@ -49,6 +49,20 @@ def test_recorded_weights_and_entropy(cls: type) -> None:
     assert 0 < float(module.diagnostics()["entropy"]) <= torch.log(torch.tensor(9.0)) + 1e-5
 
 
+@pytest.mark.parametrize("cls", [CrossAttention, CoAttention])
+def test_broadcast_pairs_equal_the_expanded_pairs(cls: type) -> None:
+    """Class maps (E, 1, W, P, D) against query maps (E, Q, 1, P, D): every pair, as if each were written out."""
+    g = torch.Generator().manual_seed(1)
+    classes, queries = torch.randn(2, 1, 3, 9, 8, generator=g), torch.randn(2, 4, 1, 9, 8, generator=g)
+    module = cls(8, 9).train()
+    out_a, out_b = module(classes, queries, grid=(3, 3))
+    assert out_a.shape == out_b.shape == (2, 4, 3, 9, 8)
+    expanded_a, expanded_b = module(classes.expand(2, 4, 3, 9, 8).reshape(-1, 9, 8),
+                                    queries.expand(2, 4, 3, 9, 8).reshape(-1, 9, 8), grid=(3, 3))
+    assert torch.allclose(out_a.reshape(-1, 9, 8), expanded_a, atol=1e-5)
+    assert torch.allclose(out_b.reshape(-1, 9, 8), expanded_b, atol=1e-5)
+
+
 def test_cross_reproduces_softmax_plus_one_on_a_hand_built_correlation() -> None:
     """Orthonormal features make R a chosen matrix; a meta-learner whose last layer is a bias alone gives a
     chosen kernel w. Then A_a = softmax(meanⱼ Rᵢⱼ wⱼ / τ) + 1 and A_b the same with Rᵀ (CAN, eq. 4-5)."""
@@ -124,3 +138,5 @@ def test_impossible_hyperparameters_are_refused() -> None:
         CoAttention(8, 9, fuse_kernel=2)
     with pytest.raises(ValueError, match="needs the grid"):
         CoAttention(8, 9)(*pair_inputs())
+    with pytest.raises(ValueError, match="do not broadcast"):
+        CrossAttention(8, 9)(torch.randn(2, 9, 8), torch.randn(3, 9, 8))

@@ -1,8 +1,11 @@
-"""Two-set attention: the ``pair`` slot, (B, N, D) and (B, M, D) -> both re-weighted, same shapes.
+"""Two-set attention: the ``pair`` slot, (B, N, D) and (B, M, D) -> both re-weighted, (B, N, D) and (B, M, D).
 
-Each row of the batch is one pair of feature maps (in few-shot learning: a class map and a query map, for
-every class of an episode and every query), flattened to positions. ``grid`` is (H, W) when the positions
-come from an image, for the parts that convolve. The first set is called ``a``, the second ``b``.
+Each row of the batch is one pair of feature maps (in few-shot learning: a class map and a query map),
+flattened to positions; the first set is ``a``, the second ``b``. The leading dimensions may also broadcast:
+``a`` (E, 1, W, N, D) against ``b`` (E, Q, 1, M, D) pairs every query with every class, and the work that
+depends on one map alone (normalising it, projecting it) is done once per map instead of once per pair; the
+outputs then have the broadcast leading shape (E, Q, W). ``grid`` is (H, W) when the positions come from an
+image, for the parts that convolve.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class PairAttention(Attention):
         self.weights_a: Tensor | None = None
 
     def record_pair(self, weights_a: Tensor, weights_b: Tensor) -> None:
-        """Where the attention falls on each map: (B, N) over ``a``'s positions and (B, M) over ``b``'s."""
+        """Where the attention falls on each map: (..., N) over ``a``'s positions, (..., M) over ``b``'s."""
         if self.capture:
             self.weights, self.weights_a = weights_b.detach(), weights_a.detach()
         else:
@@ -51,15 +54,18 @@ class PairAttention(Attention):
             self.add_diagnostic("entropy", entropy)
 
 
-def _check_widths(a: Tensor, b: Tensor) -> None:
-    if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2]:
-        raise ValueError(f"pair attention needs (B, N, D) and (B, M, D) with the same B and D, got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
-
-
-def _check_positions(positions: int, a: Tensor, b: Tensor, name: str) -> None:
-    if a.shape[1] != positions or b.shape[1] != positions:
-        raise ValueError(f"{name} was built for maps of {positions} positions, got {a.shape[1]} and {b.shape[1]}")
+def _check_pairs(a: Tensor, b: Tensor, positions: int, name: str) -> None:
+    """Refuses mismatched widths, map sizes, or leading dimensions that do not broadcast."""
+    if a.dim() < 3 or b.dim() < 3 or a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"{name} needs (..., N, D) and (..., M, D) with the same D, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    if a.shape[-2] != positions or b.shape[-2] != positions:
+        raise ValueError(f"{name} was built for maps of {positions} positions, got {a.shape[-2]} and {b.shape[-2]}")
+    try:
+        torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except RuntimeError as e:
+        raise ValueError(f"{name}: the leading dimensions of {tuple(a.shape)} and {tuple(b.shape)} do not "
+                         f"broadcast") from e
 
 
 class CrossAttention(PairAttention):
@@ -105,19 +111,18 @@ class CrossAttention(PairAttention):
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.out_channels))
 
     def attention(self, correlation: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, N, M) correlations -> (A over the N rows, softmax part) for the set whose positions are rows."""
-        profile = correlation.mean(1)  # (B, M): each column position's mean correlation with the rows
-        kernel = self.meta(profile.unsqueeze(-1)).squeeze(-1)  # (B, M)
-        logits = (correlation * kernel.unsqueeze(1)).mean(2)  # (B, N)
+        """(..., N, M) correlations -> (A over the N rows, its softmax part) for the set whose positions are rows."""
+        profile = correlation.mean(-2)  # (..., M): each column position's mean correlation with the rows
+        kernel = self.meta(profile.reshape(-1, profile.shape[-1], 1)).view(profile.shape)
+        logits = (correlation * kernel.unsqueeze(-2)).mean(-1)  # (..., N)
         weights = (logits / self.temperature).softmax(-1)
         return weights + 1, weights
 
     def forward(self, a: Tensor, b: Tensor, grid: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
-        _check_widths(a, b)
-        _check_positions(self.positions, a, b, "cross attention")
-        correlation = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(1, 2)  # (B, N, M)
+        _check_pairs(a, b, self.positions, "cross attention")
+        correlation = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(-1, -2)  # (..., N, M)
         attention_a, weights_a = self.attention(correlation)
-        attention_b, weights_b = self.attention(correlation.transpose(1, 2))
+        attention_b, weights_b = self.attention(correlation.transpose(-1, -2))
         self.record_pair(weights_a, weights_b)
         return a * attention_a.unsqueeze(-1).to(a.dtype), b * attention_b.unsqueeze(-1).to(b.dtype)
 
@@ -155,7 +160,9 @@ class CoAttention(PairAttention):
 
     def _fuse(self, attended: Tensor, original: Tensor, grid: tuple[int, int] | None, conv: nn.Conv2d,
               norm: nn.BatchNorm2d) -> Tensor:
-        n, d = original.shape[1], original.shape[2]
+        """ReLU(BN(conv([attended; original]))), with the conv split in its two halves: the original's half is
+        computed once per map and broadcast over the pairs that share it (the same sum, less work)."""
+        n, d = original.shape[-2:]
         if grid is None:
             if self.fuse_kernel > 1:
                 raise ValueError(f"co-attention with fuse_kernel={self.fuse_kernel} needs the grid of the maps; "
@@ -163,19 +170,24 @@ class CoAttention(PairAttention):
             grid = (n, 1)
         if grid[0] * grid[1] != n:
             raise ValueError(f"grid {tuple(grid)} does not hold {n} positions")
-        x = torch.cat([attended, original], -1).transpose(1, 2).reshape(-1, 2 * d, *grid)
-        return F.relu(norm(conv(x)), inplace=True).flatten(2).transpose(1, 2)
+
+        def convolve(x: Tensor, weight: Tensor) -> Tensor:  # (..., N, D) -> (..., D, H, W)
+            maps = x.reshape(-1, n, d).transpose(1, 2).reshape(-1, d, *grid)
+            return F.conv2d(maps, weight, padding=self.fuse_kernel // 2).view(*x.shape[:-2], d, *grid)
+
+        fused = convolve(attended, conv.weight[:, :d]) + convolve(original, conv.weight[:, d:])
+        out = F.relu(norm(fused.reshape(-1, d, *grid)), inplace=True)
+        return out.flatten(2).transpose(1, 2).reshape(*attended.shape[:-2], n, d)
 
     def forward(self, a: Tensor, b: Tensor, grid: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
-        _check_widths(a, b)
-        _check_positions(self.positions, a, b, "co-attention")
-        scores = self.affinity(a) @ b.transpose(1, 2)  # (B, N, M)
-        over_a = scores.softmax(1)  # each column: a distribution over a's positions
-        over_b = scores.softmax(2)  # each row: a distribution over b's positions
-        attended_b = over_a.transpose(1, 2) @ a  # Z_b: (B, M, D)
-        attended_a = over_b @ b  # Z_a: (B, N, D)
+        _check_pairs(a, b, self.positions, "co-attention")
+        scores = self.affinity(a) @ b.transpose(-1, -2)  # (..., N, M)
+        over_a = scores.softmax(-2)  # each column: a distribution over a's positions
+        over_b = scores.softmax(-1)  # each row: a distribution over b's positions
+        attended_b = over_a.transpose(-1, -2) @ a  # Z_b: (..., M, D)
+        attended_a = over_b @ b  # Z_a: (..., N, D)
         attended_a = attended_a * torch.sigmoid(self.gate(attended_a))
         attended_b = attended_b * torch.sigmoid(self.gate(attended_b))
-        self.record_pair(over_a.mean(2), over_b.mean(1))
+        self.record_pair(over_a.mean(-1), over_b.mean(-2))
         return (self._fuse(attended_a, a, grid, self.fuse_a, self.norm_a),
                 self._fuse(attended_b, b, grid, self.fuse_b, self.norm_b))
