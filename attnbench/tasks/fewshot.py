@@ -86,16 +86,12 @@ class FewShotNet(nn.Module):
     def forward(self, support: Tensor, query: Tensor, labels: Tensor | None = None,
                 classes: Tensor | None = None) -> Tensor:
         class_maps, query_maps = self.maps(support, query)
-        e, n, p, d = class_maps.shape
-        m = query_maps.shape[1]
         if self.pair is None:  # Prototypical Networks
             logits = self.distance_logits(self.embed(query_maps).unsqueeze(2), self.embed(class_maps).unsqueeze(1))
             return logits if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-        # every (query, class) pair, re-weighted by the pair variant: (E, M, N, P, D) each
-        a = class_maps.unsqueeze(1).expand(e, m, n, p, d).reshape(-1, p, d)
-        b = query_maps.unsqueeze(2).expand(e, m, n, p, d).reshape(-1, p, d)
-        a, b = self.pair(a, b, grid=self.grid)
-        a, b = a.view(e, m, n, p, d), b.view(e, m, n, p, d)
+        # every (query, class) pair, re-weighted by the pair variant: (E, M, N, P, D) each; the maps broadcast,
+        # so what depends on one map alone is computed once per map
+        a, b = self.pair(class_maps.unsqueeze(1), query_maps.unsqueeze(2), grid=self.grid)
         if self.rule is None:  # co-attention: the same nearest-class rule as Prototypical Networks
             logits = self.distance_logits(self.embed(b), self.embed(a))
             return logits if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
