@@ -56,7 +56,7 @@ FONT_FILES = (
 REFERENCE_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")  # where look-alikes are judged
 SAME_PICTURE = 0.97  # cosine similarity of two letters' renders (in a font both have) above which the later is dropped
 RENDER_SCALE = 2  # letters are drawn at twice the output size, distorted there, then box-filtered down
-RENDERER_VERSION = 1  # part of the cache key: raise it whenever a change here changes the pictures
+RENDERER_VERSION = 3  # part of the cache key: raise it whenever a change here changes the pictures
 
 
 @dataclass
@@ -67,7 +67,8 @@ class Letter:
 
     @property
     def name(self) -> str:
-        return f"{self.script}:{unicodedata.name(self.char, hex(ord(self.char))).lower()}"
+        """The letter and its Unicode name, e.g. "ю cyrillic small letter yu"."""
+        return f"{self.char} {unicodedata.name(self.char, hex(ord(self.char))).lower()}"
 
 
 def font_folder() -> Path:
@@ -135,14 +136,12 @@ def _dilate(x: Tensor) -> Tensor:
 def _jitter(pictures: Tensor, g: torch.Generator, out_size: int) -> Tensor:
     """Random stroke width and affine distortion of float pictures (N, 1, S, S), box-filtered to out_size."""
     n = len(pictures)
-    # stroke width: as drawn, or thickened by one or two pixels of the large canvas (the fonts' own weights,
-    # light to bold, already vary it; thinning a light face would erase its hairlines)
-    thick = _dilate(pictures)
-    thicker = _dilate(thick)
-    choice = torch.randint(0, 3, (n,), generator=g).view(n, 1, 1, 1)
-    x = torch.where(choice == 0, pictures, torch.where(choice == 1, thick, thicker))
-    angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(12)
-    shear = (torch.rand(n, generator=g) * 2 - 1) * 0.2
+    # stroke width: as drawn or thickened by a pixel of the large canvas (the fonts' own weights, light to
+    # bold, already vary it; thinning a light face would erase its hairlines, thickening a bold one twice
+    # fills its counters)
+    x = torch.where(torch.rand(n, 1, 1, 1, generator=g) < 0.5, pictures, _dilate(pictures))
+    angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(10)
+    shear = (torch.rand(n, generator=g) * 2 - 1) * 0.15
     scale = 0.85 + torch.rand(n, generator=g) * 0.3
     aspect = 0.9 + torch.rand(n, generator=g) * 0.2
     shift = (torch.rand(n, 2, generator=g) * 2 - 1) * 0.08

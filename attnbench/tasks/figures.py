@@ -66,7 +66,7 @@ def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, 
                         spine.set_edgecolor("limegreen")
                         spine.set_linewidth(2.5)
             if r == 0:
-                axes[r, 2 * k].set_title(f"{classes[k][:18]}\nsupport | query", fontsize=6, loc="left")
+                axes[r, 2 * k].set_title(f"{classes[k][:26]}\nsupport | query", fontsize=6, loc="left")
         axes[r, 0].set_ylabel(f"query {r}", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
