@@ -208,20 +208,11 @@ class Trainer:
         synchronize(self.device)
         started, samples = time.perf_counter(), 0
         for batch in task.train_batches(epoch, self.state.batch):
-            with self._autocast():
-                loss, size = task.training_loss(self.forward_model, batch)
-                extra = aux_losses(model)
-                total = loss + sum(extra.values()) if extra else loss
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.schedule.step()
+            total, extra, size = self.train_step(batch)
             self.state.step += 1
             self.state.batch += 1
-            window.append(total.detach())
-            loss_sum += total.detach()
+            window.append(total)
+            loss_sum += total
             for name, value in extra.items():
                 aux_sum[name] = aux_sum.get(name, 0) + value.detach()
             if warmup_left:
@@ -247,6 +238,22 @@ class Trainer:
         metrics.update({f"train/aux/{k}": (v / steps).item() for k, v in aux_sum.items()})
         self.state.epoch_loss, self.state.epoch_aux = 0.0, {}
         return metrics
+
+    def train_step(self, batch: Any) -> tuple[Tensor, dict[str, Tensor], int]:
+        """One optimisation step on one batch, without synchronising with the device: the loss with the
+        auxiliary losses added (detached), the auxiliary losses, and the batch size."""
+        model = self.task.model
+        with self._autocast():
+            loss, size = self.task.training_loss(self.forward_model, batch)
+            extra = aux_losses(model)
+            total = loss + sum(extra.values()) if extra else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        return total.detach(), extra, size
 
     def _flush(self, window: list[Tensor], epoch: int, bar: TrainingProgress, samples_per_s: float) -> None:
         """Read the losses of the last steps (one sync), stop on a non-finite one, update the progress bar."""
