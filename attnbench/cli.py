@@ -21,6 +21,7 @@ commands:
   train resume=DIR     continue an interrupted run in place, with its own configuration
   eval DIR             test metrics of a run directory's best checkpoint
   list                 variants (slot, paper, task families), data sets and backbones
+  bench [options]      step cost per variant, trainer overhead, module parity, attention scaling
 
 `attnbench train --help` lists the config groups and their options."""
 
@@ -341,9 +342,24 @@ def list_catalogue(args: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- bench
+
+
+def benchmark(args: list[str]) -> int:
+    from . import bench
+    from .errors import UserError
+
+    try:
+        return bench.main(args)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        return fail(str(e))
+
+
 # ---------------------------------------------------------------------------------------- main
 
-COMMANDS = {"train": train, "eval": evaluate_run, "list": list_catalogue}
+COMMANDS = {"train": train, "eval": evaluate_run, "list": list_catalogue, "bench": benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:
