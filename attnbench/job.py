@@ -108,6 +108,9 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         trainer.test()
         figures = task.figures(task.model, run.figures)
         summary.update(status="completed", **trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
+        notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null in this run
+        if notes:
+            summary["notes"] = notes
         logger.log_images(figures, step=trainer.state.step)
     except Interrupted as e:
         summary.update(status="interrupted", error=str(e))
