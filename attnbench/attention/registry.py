@@ -2,6 +2,7 @@
 
 A variant usually fills one slot kind; a few fill two (``gate`` is a channel gate on images and a token gate
 on sequences). ``none`` fills nothing: every slot keeps its backbone's default (identity, mean pooling).
+A whole-model variant (``dattn``) fills the ``model`` slot: it replaces a text backbone after its embedding.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import feature, pool
+from . import feature, model, pool
 
-SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair")
+SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair", "model")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ VARIANTS: dict[str, Variant] = _variants(
     ("sum", {"pool": pool.SumPool}),
     ("mean", {"pool": pool.MeanPool}),
     ("max", {"pool": pool.MaxPool}),
+    ("dattn", {"model": model.DAttn}),
 )
 
 
