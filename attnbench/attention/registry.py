@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import feature, model, pool
+from . import feature, mixer, model, pool
 
 SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair", "model")
 
@@ -32,7 +32,12 @@ class Variant:
 
 
 def _variants(*entries: tuple[str, dict[str, type[nn.Module]]]) -> dict[str, Variant]:
-    return {name: Variant(name, modules) for name, modules in entries}
+    variants: dict[str, Variant] = {}
+    for name, modules in entries:
+        if name in variants:  # two entries for one name: merge them into one line, slot kind by slot kind
+            raise ValueError(f"variant {name!r} is registered twice; give it one entry with every slot kind")
+        variants[name] = Variant(name, modules)
+    return variants
 
 
 VARIANTS: dict[str, Variant] = _variants(
@@ -42,6 +47,12 @@ VARIANTS: dict[str, Variant] = _variants(
     ("sum", {"pool": pool.SumPool}),
     ("mean", {"pool": pool.MeanPool}),
     ("max", {"pool": pool.MaxPool}),
+    ("self", {"mixer": mixer.SelfAttention}),
+    ("mha", {"mixer": mixer.MultiHeadAttention}),
+    ("relpos", {"mixer": mixer.RelativePositionAttention}),
+    ("headprune", {"mixer": mixer.HeadPruneAttention}),
+    ("coda", {"mixer": mixer.CompositionalDeAttention}),
+    ("gate", {"mixer": mixer.TokenGate}),
     ("dattn", {"model": model.DAttn}),
 )
 
