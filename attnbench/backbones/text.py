@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import DEFAULT_POOL, SlotFactory, fill
@@ -84,13 +85,15 @@ class ConvEncoder(nn.Module):
         super().__init__()
         if not widths or min(widths) < 1 or filters < 1:
             raise ValueError(f"widths must be positive and filters at least 1, got {list(widths)} and {filters}")
-        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, filters, w, padding="same") for w in widths)
+        self.widths = list(widths)
+        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, filters, w) for w in self.widths)
         self.out_dim = filters * len(widths)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x.transpose(1, 2)
-        out = torch.cat([torch.relu(conv(x)) for conv in self.convs], 1).transpose(1, 2)
-        return out * mask.unsqueeze(-1)
+        # "same" padding, the extra zero of an even width on the right: one output per token
+        out = [torch.relu(conv(F.pad(x, ((w - 1) // 2, w // 2)))) for w, conv in zip(self.widths, self.convs)]
+        return torch.cat(out, 1).transpose(1, 2) * mask.unsqueeze(-1)
 
 
 def sinusoidal_positions(n: int, dim: int, device: torch.device) -> Tensor:

@@ -103,17 +103,19 @@ class TokenBatches:
     Training order depends only on (seed, epoch), as in ``TensorBatches``: a shuffled permutation, then,
     within pools of ``bucket`` batches, reviews sorted by length so a batch pads little, then the batches
     themselves shuffled. Evaluation goes longest first. Batch lengths come from a CPU copy of the lengths,
-    so cutting a batch never waits for the device. Under DDP each rank takes every ``world``-th review of
-    each global batch.
+    so cutting a batch never waits for the device. A batch is never narrower than ``min_width`` positions
+    (more padding), so a pool with k chunks or k maxima fits every batch of short texts. Under DDP each rank
+    takes every ``world``-th review of each global batch.
     """
 
     def __init__(self, tokens: Tensor, lengths: Tensor, labels: Tensor, batch_size: int, *, shuffle: bool,
                  seed: int = 0, evidence: Tensor | None = None, drop_last: bool = False, bucket: int = 50,
-                 rank: int = 0, world: int = 1) -> None:
+                 min_width: int = 1, rank: int = 0, world: int = 1) -> None:
         self.tokens, self.labels, self.evidence = tokens, labels, evidence
         self.lengths = lengths.cpu()
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.bucket, self.rank, self.world = bucket, rank, world
+        self.min_width = min(min_width, tokens.shape[1])
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -139,7 +141,7 @@ class TokenBatches:
             index, cpu_index = on_device[part][self.rank::self.world], order[part][self.rank::self.world]
             if len(cpu_index) == 0:
                 continue
-            length = int(self.lengths[cpu_index].max())
+            length = max(int(self.lengths[cpu_index].max()), self.min_width)
             evidence = self.evidence[index, :length] if self.evidence is not None else None
             yield TokenBatch(self.tokens[index, :length], self.labels[index], evidence)
 

@@ -35,7 +35,7 @@ ADJECTIVES = {
     -1: ["bland", "mediocre", "dull", "slow", "stale", "sloppy", "lukewarm", "forgettable"],
     -2: ["awful", "terrible", "horrible", "disgusting", "dreadful", "appalling", "atrocious", "inedible"],
 }
-INTENSIFIERS = ["really", "very", "truly", "extremely", "incredibly", "so"]
+INTENSIFIERS = ["really", "very", "truly", "extremely", "incredibly", "super"]
 DOWNTONERS = ["somewhat", "slightly", "fairly", "rather"]
 NEGATIONS = ["not", "never", "hardly"]
 CONTRACTED = {"was": "wasn't", "is": "isn't"}  # "the soup wasn't good": the verb itself carries the negation

@@ -74,16 +74,17 @@ class Vocab:
         return cls(data["tokens"], data["lowercase"])
 
 
-def encode_texts(texts: Sequence[str], vocab: Vocab, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token indices padded into an (N, L) int32 array, L the longest text after truncation to ``max_len``,
-    and the lengths. A text with no tokens at all becomes a single ``<unk>``, so no row is all padding."""
+def encode_texts(texts: Sequence[str], vocab: Vocab, max_len: int, min_width: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Token indices padded into an (N, L) int32 array, L the longest text after truncation to ``max_len``
+    (at least ``min_width``), and the lengths. A text with no tokens at all becomes a single ``<unk>``, so no
+    row is all padding."""
     if max_len < 1:
         raise ValueError(f"data.max_len must be at least 1, got {max_len}")
-    rows = np.zeros((len(texts), max_len), dtype=np.int32)
+    rows = np.zeros((len(texts), max(max_len, min_width)), dtype=np.int32)
     lengths = np.zeros(len(texts), dtype=np.int64)
     for i, text in enumerate(texts):
         ids = vocab.encode(text)[:max_len] or [UNK_INDEX]
         rows[i, :len(ids)] = ids
         lengths[i] = len(ids)
     longest = int(lengths.max()) if len(texts) else 1
-    return rows[:, :longest].copy(), lengths
+    return rows[:, :max(longest, min_width)].copy(), lengths

@@ -33,6 +33,8 @@ from .build import attention_slots, backbone_class, build_backbone, data_kwargs
 from .figures import token_weights_figures
 
 EVIDENCE_BATCH = 128  # test batches are smaller while weights are captured: a mixer keeps (B, H, N, N) of them
+# every batch is at least this wide (padding): pools with k maxima or k chunks fit batches of short texts
+MIN_WIDTH = 16
 
 
 class Rater(nn.Module):
@@ -53,7 +55,7 @@ class EncodedSplit:
     """One split as tensors: padded token indices, lengths (kept on the CPU), labels, evidence marks."""
 
     def __init__(self, split: TextSplit, vocab: Vocab, max_len: int, labels: Tensor) -> None:
-        tokens, lengths = encode_texts(split.texts, vocab, max_len)
+        tokens, lengths = encode_texts(split.texts, vocab, max_len, MIN_WIDTH)
         self.tokens = torch.from_numpy(tokens)
         self.lengths = torch.from_numpy(lengths)
         self.labels = labels
@@ -77,20 +79,20 @@ def token_weights(module: Attention, mask: Tensor) -> Tensor | None:
     """How a module's captured weights spread over the tokens of each review: (B, N), each row summing to
     one over real tokens, or None when its weights are not over this review's tokens.
 
-    Every row of the weights (a head, a query position of a mixer, a query of multi-query pooling) is made
-    a distribution over tokens (magnitudes, so CoDA's signed weights count by size; sigmoid gates are
-    renormalised), and the rows are averaged; a mixer's padded query positions are left out.
+    Every row of the weights (a head and query position of a mixer, a query of multi-query pooling, a region
+    and channel of stochastic pooling) is made a distribution over tokens (magnitudes, so signed weights count
+    by size; sigmoid gates are renormalised), and the rows are averaged. Rows with no weight at all (padded
+    query positions, empty regions) are left out.
     """
     w = module.weights
     b, n = mask.shape
     if w is None or module.weights_over != "positions" or w.shape[0] != b or w.shape[-1] != n:
         return None
     w = w.float().abs().reshape(b, -1, n) * mask[:, None, :]
-    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-    rows = torch.ones(w.shape[:2], device=w.device)
-    if module.slot == "mixer" and w.shape[1] % n == 0:  # rows are (heads ×) query positions
-        rows = mask.float().repeat(1, w.shape[1] // n)
-    return (w * rows.unsqueeze(-1)).sum(1) / rows.sum(1, keepdim=True).clamp_min(1)
+    total = w.sum(-1, keepdim=True)
+    rows = (total > 0).float()
+    w = w / total.clamp_min(1e-12)
+    return (w * rows).sum(1) / rows.sum(1).clamp_min(1)
 
 
 def captured_token_weights(modules: dict[str, Attention], mask: Tensor) -> Tensor | None:
@@ -161,7 +163,7 @@ class RateTask:
         data = self.splits[split]
         size = self.batch_size if train else batch_size or self.eval_batch_size
         return TokenBatches(data.tokens, data.lengths, data.labels, size, shuffle=train, seed=self.seed,
-                            evidence=data.evidence, drop_last=train and len(data) > size,
+                            evidence=data.evidence, drop_last=train and len(data) > size, min_width=MIN_WIDTH,
                             rank=self.rank if train else 0, world=self.world if train else 1)
 
     def shard(self, rank: int, world: int) -> None:
@@ -209,7 +211,7 @@ class RateTask:
         if evidence and mass_sum is None:
             metrics["evidence_mass"] = float("nan")
             self._notes["test/evidence_mass"] = (f"not applicable: model={self.model_name} computes no attention "
-                                                 f"weights over the tokens")
+                                                 f"weights over individual tokens")
         return metrics
 
     def _class_metrics(self, logits: Tensor, y: Tensor) -> tuple[list[str], list[Tensor]]:
@@ -237,8 +239,14 @@ class RateTask:
         return ["mse", "rmse", "mae", "pearson"], [mse, mse.sqrt(), error.abs().mean(), pearson]
 
     def example_batch(self, limit: int | None = None) -> tuple[Any, int]:
-        tokens = next(iter(self._batches("test"))).tokens[:limit]
-        return tokens, len(tokens)
+        """With ``limit`` (the build-time probe): the shortest test reviews, as narrow as any batch gets, so a
+        pool that cannot fit a short batch is refused before training. Without: the first test reviews in
+        their own order, a typical mix of lengths (FLOPs and inference speed)."""
+        test = self.splits["test"]
+        n = min(len(test), limit or self.eval_batch_size)
+        index = torch.arange(n) if limit is None else torch.argsort(test.lengths, stable=True)[:n]
+        width = max(int(test.lengths[index].max()), min(MIN_WIDTH, test.tokens.shape[1]))
+        return test.tokens[index.to(test.tokens.device), :width], n
 
     def predict(self, model: nn.Module, batch: Tensor) -> Tensor:
         return model(batch)
@@ -248,7 +256,7 @@ class RateTask:
         tokens of the synthetic reviews are underlined. Nothing for variants without weights over tokens."""
         test = self.splits["test"]
         index = torch.arange(min(6, len(test)), device=test.tokens.device)
-        length = int(test.lengths[:len(index)].max())
+        length = max(int(test.lengths[:len(index)].max()), min(MIN_WIDTH, test.tokens.shape[1]))
         tokens = test.tokens[index, :length]
         model.eval()
         with torch.no_grad(), capture_weights(self.model) as modules:
