@@ -54,7 +54,7 @@ FILLER = {
     "day": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "weekday", "holiday"],
     "time": ["morning", "afternoon", "evening", "night", "lunchtime"],
     "person": ["sister", "brother", "friend", "colleague", "parents", "partner", "kids", "neighbour", "team"],
-    "dish": ASPECTS[3:9] + ["noodles", "omelette", "risotto", "curry", "tacos", "sandwich", "pancakes",
+    "dish": ASPECTS[3:8] + ["noodles", "omelette", "risotto", "curry", "tacos", "sandwich", "pancakes",
                             "dumplings", "lasagna", "chowder"],
     "street": ["main", "market", "station", "harbour", "river", "church", "park", "mill", "bridge", "castle"],
     "number": ["two", "three", "four", "five", "six", "ten", "twelve", "twenty"],

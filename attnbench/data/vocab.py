@@ -87,4 +87,5 @@ def encode_texts(texts: Sequence[str], vocab: Vocab, max_len: int, min_width: in
         rows[i, :len(ids)] = ids
         lengths[i] = len(ids)
     longest = int(lengths.max()) if len(texts) else 1
-    return rows[:, :max(longest, min_width)].copy(), lengths
+    width = max(longest, min_width)
+    return (rows if width == rows.shape[1] else rows[:, :width].copy()), lengths  # no second copy of a big set

@@ -123,10 +123,10 @@ class RateTask:
             max_len = text.get("max_len", 256)
             self.regression = self.data.target == "regression"
             # regression trains on standardised ratings; metrics are reported on the data's own scale
-            self.mean, self.std = 0.0, 1.0
+            self.rating_mean, self.rating_std = 0.0, 1.0
             if self.regression and len(self.data.train) > 1:
                 ratings = torch.from_numpy(self.data.train.labels).double()
-                self.mean, self.std = ratings.mean().item(), max(ratings.std().item(), 1e-6)
+                self.rating_mean, self.rating_std = ratings.mean().item(), max(ratings.std().item(), 1e-6)
             self.splits = {}
             for name in ("train", "val", "test"):
                 split = getattr(self.data, name)
@@ -149,7 +149,7 @@ class RateTask:
 
     def _labels(self, split: TextSplit) -> Tensor:
         if self.regression:
-            return (torch.from_numpy(split.labels).float() - self.mean) / self.std
+            return (torch.from_numpy(split.labels).float() - self.rating_mean) / self.rating_std
         return torch.from_numpy(split.labels).long()
 
     # ------------------------------------------------------------------ the protocol
@@ -231,7 +231,7 @@ class RateTask:
         return names, values
 
     def _regression_metrics(self, out: Tensor, y: Tensor) -> tuple[list[str], list[Tensor]]:
-        pred, true = out * self.std + self.mean, y * self.std + self.mean
+        pred, true = out * self.rating_std + self.rating_mean, y * self.rating_std + self.rating_mean
         error = pred - true
         mse = error.pow(2).mean()
         pc, tc = pred - pred.mean(), true - true.mean()
@@ -274,7 +274,7 @@ class RateTask:
 
     def _describe(self, out: Tensor, label: Tensor) -> str:
         if self.regression:
-            true, predicted = (v.item() * self.std + self.mean for v in (label, out))
+            true, predicted = (v.item() * self.rating_std + self.rating_mean for v in (label, out))
             return f"rating {true:.2f} · predicted {predicted:.2f}"
         return f"true {self.data.classes[int(label)]} · predicted {self.data.classes[int(out.argmax())]}"
 
@@ -282,7 +282,7 @@ class RateTask:
         """vocab.json (token indices the checkpoints use) and labels.json (classes, or the rating scale)."""
         self.vocab.save(run_dir / "vocab.json")
         labels = {"target": self.data.target, "classes": self.data.classes, "class_values": self.data.class_values,
-                  "rating_mean": self.mean, "rating_std": self.std}
+                  "rating_mean": self.rating_mean, "rating_std": self.rating_std}
         (run_dir / "labels.json").write_text(json.dumps(labels, indent=2))
 
     def notes(self) -> dict[str, str]:
