@@ -15,6 +15,7 @@ from attnbench.data.reviews import (
     DOWNTONERS,
     INTENSIFIERS,
     NEGATIONS,
+    VERBS,
     Phrase,
     generate_reviews,
     load_reviews,
@@ -50,6 +51,8 @@ def _polarity_from_evidence(words: list[str]) -> list[int]:
     polarity = {word: base for base, words in ADJECTIVES.items() for word in words}
     phrases, negated, modifier = [], False, None
     for word in words:
+        if word in VERBS:
+            continue
         if word in NEGATIONS or word.endswith("n't"):
             negated = True
         elif word in INTENSIFIERS or word in DOWNTONERS:

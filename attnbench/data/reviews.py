@@ -3,8 +3,8 @@
 A review is neutral filler sentences ("we came here on a tuesday with my sister .") around a few
 sentiment-bearing phrases ("the service was not great .", "the pasta was really awful ."), placed at random
 positions in reviews of 20 to 200 tokens. Each phrase has a polarity, and the mean polarity of a review's
-phrases sets its 1–5 stars. The generator records which tokens carry that evidence (negations,
-intensifiers, downtoners and the sentiment words themselves), so the task can score *where* a model attends:
+phrases sets its 1–5 stars. The generator records which tokens carry that evidence (each phrase's verb,
+negation, intensifier or downtoner and adjective), so the task can score *where* a model attends:
 the filler is pure distraction and carries no information about the label.
 
 Polarity of one phrase (an adjective with optional modifiers):
@@ -127,24 +127,25 @@ def _draw_phrase(rng: random.Random) -> Phrase:
 
 
 def _sentence(rng: random.Random, phrase: Phrase) -> tuple[list[str], list[bool]]:
-    """One sentiment sentence for ``phrase``: its tokens and which of them are evidence."""
+    """One sentiment sentence for ``phrase``: its tokens and which of them are evidence.
+
+    The evidence is the predicate that carries the polarity: the verb with its negation, modifier and
+    adjective ("was not really great", "wasn't good"), not the opener, the subject or the full stop. The
+    verb is part of it because a bidirectional encoder's state at the verb has read the whole predicate
+    and attention often settles there (a neutral verb does not say which way the review leans by itself).
+    """
     words = {"none": [], "intensifier": [rng.choice(INTENSIFIERS)],
              "downtoner": [rng.choice(DOWNTONERS)]}[phrase.modifier] + [rng.choice(ADJECTIVES[phrase.base])]
     opener = list(rng.choice(SENTIMENT_OPENERS))
     subject = ["it"] if rng.random() < 0.2 else ["the", rng.choice(ASPECTS)]  # "overall , it was not great ."
     verb = "was" if subject == ["it"] else rng.choice(VERBS)
-    tokens = opener + subject
-    evidence = [False] * len(tokens)
     if phrase.negated and verb in CONTRACTED and rng.random() < 0.4:
-        tokens.append(CONTRACTED[verb])
-        evidence.append(True)
+        predicate = [CONTRACTED[verb]]
     else:
-        tokens.append(verb)
-        evidence.append(False)
-        if phrase.negated:
-            tokens.append(rng.choice(NEGATIONS))
-            evidence.append(True)
-    return tokens + words + ["."], evidence + [True] * len(words) + [False]
+        predicate = [verb] + ([rng.choice(NEGATIONS)] if phrase.negated else [])
+    predicate += words
+    tokens = opener + subject + predicate + ["."]
+    return tokens, [False] * len(opener + subject) + [True] * len(predicate) + [False]
 
 
 def _filler(rng: random.Random) -> list[str]:
