@@ -32,6 +32,9 @@ class TrainerConfig:
     channels_last: bool = True  # CUDA only, convolutional backbones
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    devices: int = 1  # processes for one run (DDP, one GPU each on CUDA); >1 starts torchrun
+    sync_batchnorm: bool = False  # DDP on CUDA: batch-norm statistics over the global batch
+    find_unused_parameters: bool = False  # DDP: for variants that leave some parameters without gradient
     deterministic: bool = True  # CPU runs are bit-for-bit repeatable
     log_every: int = 50  # steps between progress updates (each one a device sync)
 
