@@ -60,5 +60,37 @@ class Config:
 
 
 def register_schemas() -> None:
-    """Make ``schema`` available to ``conf/config.yaml``'s defaults list (first entry)."""
+    """Make ``schema`` available to ``conf/config.yaml``'s defaults list (first entry), and the launcher
+    plugins' schemas to the launcher configs in ``conf/hydra/launcher/``."""
     ConfigStore.instance().store(name="schema", node=Config)
+    register_launcher_schemas()
+
+
+def register_launcher_schemas() -> None:
+    """The schemas of the launcher plugins (the ``cluster`` extra) as ``hydra/launcher/base_<name>``, which
+    ``conf/hydra/launcher/<name>.yaml`` extends, so a misspelt launcher key is refused like any other.
+
+    The plugins store the same schemas under ``<name>`` itself; those entries are dropped, since our YAML
+    of that name replaces them (Hydra would otherwise also match the YAML against its namesake, a
+    deprecated automatic schema match that clashes with the defaults list). Without the plugins there is
+    nothing to do."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # Hydra's plugin scan (re)runs the plugins' config modules once per process: first
+    store = ConfigStore.instance()
+    schemas = {}
+    try:
+        from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+
+        schemas.update(submitit_slurm=SlurmQueueConf, submitit_local=LocalQueueConf)
+    except ImportError:
+        pass
+    try:
+        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+        schemas.update(joblib=JobLibLauncherConf)
+    except ImportError:
+        pass
+    for name, schema in schemas.items():
+        store.store(group="hydra/launcher", name=f"base_{name}", node=schema, provider="attnbench")
+        store.repo.get("hydra", {}).get("launcher", {}).pop(f"{name}.yaml", None)
