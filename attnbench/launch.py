@@ -93,8 +93,6 @@ def check(cfg: DictConfig, multirun: bool) -> None:
             raise UserError(f"hydra/launcher={launcher} needs the launcher plugins: pip install 'attnbench[cluster]'") \
                 from None
     devices, world = cfg.trainer.devices, distributed.launched_world()
-    if devices < 1:
-        raise UserError(f"trainer.devices={devices}: give the number of processes (GPUs) for each run, 1 or more")
     if world.distributed and not os.environ.get("SUBMITIT_EXECUTOR"):  # under torchrun
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
         if devices not in (1, local):

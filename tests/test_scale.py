@@ -126,7 +126,7 @@ def test_launcher_configs_compose_and_are_checked() -> None:
     assert "partiton" in cli.preflight(["hydra/launcher=submitit_slurm", "hydra.launcher.partiton=gpu"], True)
     problem = cli.preflight(["hydra/launcher=joblib", "trainer.devices=2", "model=none,se"], True)
     assert "trainer.devices>1" in problem
-    assert "trainer.devices=0" in cli.preflight(["trainer.devices=0"], False)
+    assert "trainer.devices must be at least 1" in cli.preflight(["trainer.devices=0"], False)
 
 
 def test_trainer_devices_starts_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
