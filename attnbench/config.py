@@ -74,13 +74,13 @@ def register_launcher_schemas() -> None:
 
     The plugins store the same schemas under ``<name>`` itself; those entries are dropped, since our YAML
     of that name replaces them (Hydra would otherwise also match the YAML against its namesake, a
-    deprecated automatic schema match that clashes with the defaults list). Without the plugins there is
-    nothing to do."""
+    deprecated automatic schema match that clashes with the defaults list). A plugin that is not installed
+    gets an empty placeholder, so the configs still compose and the pre-flight check can say what to install."""
     from hydra.core.plugins import Plugins
 
     Plugins.instance()  # Hydra's plugin scan (re)runs the plugins' config modules once per process: first
     store = ConfigStore.instance()
-    schemas = {}
+    schemas: dict[str, Any] = {"submitit_slurm": {}, "submitit_local": {}, "joblib": {}}
     try:
         from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 

@@ -163,3 +163,13 @@ def test_torchrun_on_two_gpus_with_nccl_and_sync_batchnorm(tmp_path: Path) -> No
     [run] = run_dirs(tmp_path)
     s = assert_complete_summary(run)
     assert s["world_size"] == 2 and s["device"] == "cuda:0" and s["metrics"]["test/acc"] > 0.9
+
+
+def test_missing_launcher_plugins_say_what_to_install(tmp_path: Path) -> None:
+    hide = ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_joblib_launcher.config",
+            "hydra_plugins.hydra_joblib_launcher.joblib_launcher")
+    code = (f"import sys; sys.modules.update(dict.fromkeys({hide!r})); from attnbench.cli import main; "
+            f"sys.exit(main(['train', '-m', 'hydra/launcher=joblib', 'model=none,se']))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "pip install 'attnbench[cluster]'" in result.stderr, result.stderr
+    assert not (tmp_path / "outputs").exists()
