@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from . import launch  # registers the config resolvers every process that runs jobs needs
+
 USAGE = """usage: attnbench <command> [arguments]
 
 commands:
@@ -142,6 +144,7 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
     for prefix, cfg in composed:
         try:
             check(cfg, dict(cfg.hydra.runtime.choices))
+            launch.check(cfg, multirun)
         except UserError as e:
             return prefix + str(e)
     try:
@@ -165,8 +168,10 @@ def _hydra_task(cfg) -> dict | None:
     in_sweep = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     try:
-        return run_job(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
+        with launch.job(cfg, hc):
+            return run_job(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
     except Interrupted as e:
+        launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -200,13 +205,27 @@ def train(args: list[str]) -> int:
         problem = preflight(overrides, multirun)
         if problem:
             return fail(problem)
+        first = _first_job(overrides, multirun)
+        if launch.needs_torchrun(first.trainer.devices, launch.launcher_name(first)):
+            launch.start_torchrun(first.trainer.devices, args)  # does not return: this process becomes torchrun
+        launch.join_torchrun(first.trainer.device)
+        args = [*args, *launch.agreed_directories(first)]
     register_schemas()
     main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
     sys.argv = ["attnbench train", *args]
     last_sweep.clear()
     main()
-    failed = len(last_sweep.get("failed", []))
+    failed = len(last_sweep.get("failed", [])) if launch.process_rank() == 0 else 0  # rank 0 counts for all
+    launch.leave()
     return min(failed, 125)
+
+
+def _first_job(overrides: list[str], multirun: bool):
+    """The first job's configuration, with its Hydra node (already checked by ``preflight``)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="train"):
+        return compose("config", overrides=expand_jobs(overrides, multirun)[0], return_hydra_config=True)
 
 
 def _run_config(run_dir: Path):
@@ -234,6 +253,10 @@ def resume_run(path: str) -> int:
     run_dir = Path(path).expanduser()
     try:
         cfg, choices, overrides = _run_config(run_dir)
+        devices = cfg.trainer.get("devices", 1)
+        if launch.needs_torchrun(devices):
+            launch.start_torchrun(devices, [f"resume={path}"])  # the run continues on as many GPUs as it began
+        launch.join_torchrun(cfg.trainer.device)
         run = RunDirectory(run_dir)
         status = (run.read_summary() or {}).get("status")
         if status == "completed":
@@ -242,9 +265,10 @@ def resume_run(path: str) -> int:
         if not run.last.exists():
             raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from (it stopped before its first "
                             f"checkpoint); start the run again")
-        handler = logging.FileHandler(run_dir / "train.log")
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.INFO)
+        if launch.process_rank() == 0:
+            handler = logging.FileHandler(run_dir / "train.log")
+            logging.getLogger().addHandler(handler)
+            logging.getLogger().setLevel(logging.INFO)
         run_job(cfg, run_dir, choices, overrides, resume=True)
     except Interrupted as e:
         return 128 + e.signum
@@ -252,6 +276,7 @@ def resume_run(path: str) -> int:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         return fail(str(e))
+    launch.leave()
     return 0
 
 

@@ -62,7 +62,11 @@ class ClassifyTask:
         for split in (self.data.train, self.data.val, self.data.test):
             split.images, split.labels = split.images.to(device), split.labels.to(device)
         self.model.to(device)
-        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.generator = self._augmentation_generator(device)
+
+    def _augmentation_generator(self, device: torch.device) -> torch.Generator:
+        """Augmentation draws; under DDP each rank its own stream (its samples are not another rank's)."""
+        return torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * self.rank)
 
     def _batches(self, split: str, train: bool = False) -> TensorBatches:
         data = getattr(self.data, split)
@@ -74,6 +78,7 @@ class ClassifyTask:
 
     def shard(self, rank: int, world: int) -> None:
         self.rank, self.world = rank, world
+        self.generator = self._augmentation_generator(self.generator.device)
 
     def steps_per_epoch(self) -> int:
         return len(self._batches("train", train=True))
