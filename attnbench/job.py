@@ -113,6 +113,9 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
             figures = task.figures(task.model, run.figures)
             summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
             logger.log_images(figures, step=trainer.state.step)
+        notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null in this run
+        if notes:
+            summary["notes"] = notes
         summary["status"] = "completed"
     except Interrupted as e:
         summary.update(status="interrupted", error=str(e))

@@ -2,6 +2,7 @@
 
 A variant usually fills one slot kind; a few fill two (``gate`` is a channel gate on images and a token gate
 on sequences). ``none`` fills nothing: every slot keeps its backbone's default (identity, mean pooling).
+A whole-model variant (``dattn``) fills the ``model`` slot: it replaces a text backbone after its embedding.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import feature, mixer, pool
+from . import feature, mixer, model, pool
 
-SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair")
+SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair", "model")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ VARIANTS: dict[str, Variant] = _variants(
     ("headprune", {"mixer": mixer.HeadPruneAttention}),
     ("coda", {"mixer": mixer.CompositionalDeAttention}),
     ("gate", {"mixer": mixer.TokenGate}),
+    ("dattn", {"model": model.DAttn}),
 )
 
 

@@ -4,10 +4,14 @@ from torch import nn
 
 from .base import SlotFactory
 from .resnet import ResNet
+from .text import BiGRU, TextCNN, TransformerText
 
 # backbone config ``name`` -> class; a class's ``slots`` says which slot kinds it offers
 BACKBONES: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
+    "bigru": BiGRU,
+    "textcnn": TextCNN,
+    "text_transformer": TransformerText,
 }
 
-__all__ = ["BACKBONES", "ResNet", "SlotFactory"]
+__all__ = ["BACKBONES", "BiGRU", "ResNet", "SlotFactory", "TextCNN", "TransformerText"]

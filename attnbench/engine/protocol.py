@@ -51,6 +51,10 @@ class Task(Protocol):
     def save_artifacts(self, run_dir: Path) -> None:
         """Files a run needs besides its checkpoints (a vocabulary), written once into the run directory."""
 
+    def notes(self) -> dict[str, str]:
+        """Optional: metric name -> why its value is null in this run (e.g. ``test/evidence_mass``: the
+        variant has no weights over tokens); written to summary.json under ``notes``."""
+
     def state_dict(self) -> dict[str, Any]:
         """Random state of the data pipeline (and anything else a resume needs)."""
 

@@ -10,10 +10,12 @@ from ..data import LOADERS
 from ..errors import UserError
 from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
 from .classify import ClassifyTask
+from .rate import RateTask
 
 # task family -> class; ``data.task`` in a data config picks one
 TASKS: dict[str, type] = {
     "classify": ClassifyTask,
+    "rate": RateTask,
 }
 
 
