@@ -41,6 +41,15 @@ VARIANTS: dict[str, Variant] = _variants(
     ("sum", {"pool": pool.SumPool}),
     ("mean", {"pool": pool.MeanPool}),
     ("max", {"pool": pool.MaxPool}),
+    ("kmax", {"pool": pool.KMaxPool}),
+    ("chunkmax", {"pool": pool.ChunkMaxPool}),
+    ("stochastic", {"pool": pool.StochasticPool}),
+    ("deepsets", {"pool": pool.DeepSets}),
+    ("ffattn", {"pool": pool.FeedForwardAttention}),
+    ("multiquery", {"pool": pool.MultiQueryAttention}),
+    ("pyramid", {"pool": pool.PyramidPool}),
+    ("dual", {"feature": feature.DualAttention}),
+    ("gate", {"feature": feature.Gate}),
 )
 
 
