@@ -69,12 +69,6 @@ class MaxPool(Attention):
         return x.amax(1)
 
 
-def _masked_max(x: Tensor, mask: Tensor | None) -> Tensor:
-    if mask is not None:
-        x = x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min)
-    return x.amax(1)
-
-
 def _positive(name: str, value: int) -> None:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
@@ -255,7 +249,7 @@ class FeedForwardAttention(Attention):
     ``hidden=1`` and v fixed to 1 (``learn_v=False``): vᵀtanh(W₁q + W₂h + b) = tanh(w·h + b'), the
     query's term folding into the bias. Those are the defaults; ``score`` (dot, scaled, cosine, general,
     additive), ``norm`` and ``temperature`` swap the similarity and normalisation against the same learned
-    query. Note the paper's tanh bounds e to [-1, 1], so no position outweighs another by more than e²/τ.
+    query. The paper's tanh bounds e to [-1, 1], so no position outweighs another by more than e^(2/τ).
     """
 
     slot = "pool"
