@@ -188,7 +188,8 @@ def test_multiquery_penalty_is_zero_for_orthonormal_rows_and_reaches_the_loss():
 def test_pyramid_weighs_normalised_region_maxima():
     x = torch.randn(2, 16, D).relu()
     pool = build("pyramid", levels=[1, 2]).eval()
-    out = pool(x, grid=(4, 4))
+    assert pool.scale.item() == pytest.approx(D ** 0.5)
+    out = pool(x, grid=(4, 4)) / pool.scale
     torch.testing.assert_close(out[:, :D], F.normalize(x.amax(1), dim=-1))  # one region: weight 1
     quadrants = x.view(2, 2, 2, 2, 2, D).amax((2, 4)).reshape(2, 4, D)  # 2×2 bins of the 4×4 grid
     regions = F.normalize(quadrants, dim=-1)

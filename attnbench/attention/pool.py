@@ -324,6 +324,11 @@ class PyramidPool(Attention):
     APANet's code is not public, so that normalisation is this project's choice. On an image grid each
     level ``b`` is a b×b partition of the map; on a sequence, ``b`` consecutive chunks of the real
     positions.
+
+    APANet compares L2-normalised descriptors by distance, where their length does not matter; a linear
+    classifier on unit-length regions can only produce small logits (on digits the training loss stalls
+    near 0.9). So the readout is multiplied by one learned scale that starts at √dim, which gives each
+    coordinate of a unit vector about unit size.
     """
 
     slot = "pool"
@@ -340,6 +345,7 @@ class PyramidPool(Attention):
         check_norm(norm, temperature)
         self.levels = tuple(levels)
         self.scores = LearnedQueries(dim, 1, score)
+        self.scale = nn.Parameter(torch.tensor(math.sqrt(dim)))
         self.norm, self.temperature = norm, temperature
         self.out_dim = len(self.levels) * dim
 
@@ -353,7 +359,7 @@ class PyramidPool(Attention):
             pooled.append((w.unsqueeze(-1) * regions).sum(1))
             weights.append(w)
         self._record_levels(weights)
-        return torch.cat(pooled, 1)
+        return self.scale * torch.cat(pooled, 1)
 
     def _record_levels(self, weights: list[Tensor]) -> None:
         """The weights of every level, zero-padded to (B, levels, most regions): entropy per level."""
