@@ -11,8 +11,8 @@ from runner import assert_complete_summary, attnbench, run_dirs
 
 IMAGE_GRID = ["none", "se", "cbam", "dual", "gate", "mean", "max", "kmax", "chunkmax", "stochastic", "deepsets",
               "ffattn", "multiquery", "pyramid"]
-TINY = ["data=digits", "logger=none", "trainer.epochs=1", "trainer.warmup_epochs=0", "trainer.lr=0.1",
-        "trainer.batch_size=32", "backbone.widths=[8,16]"]
+TINY = ["data=digits", "logger=none", "trainer.epochs=1", "trainer.warmup_epochs=0", "trainer.lr=0.05",
+        "trainer.batch_size=16", "backbone.widths=[8,16]"]
 
 
 def test_list_shows_every_image_variant_with_its_slot_and_source(tmp_path: Path):
