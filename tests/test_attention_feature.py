@@ -54,6 +54,7 @@ def test_parameter_counts_equal_the_hand_derived_formulas(r):
     hidden = C // r
     assert count(DualAttention(C, reduction=r)) == 2 * (C * hidden + hidden) + (C * C + C) + 2
     assert count(Gate(C)) == 4 * C * C + 2 * C
+    assert count(Gate(C, bias=False)) == 4 * C * C
 
 
 @pytest.mark.parametrize("max_minus", [True, False])

@@ -177,17 +177,18 @@ class Gate(Attention):
     chooses, element by element, between keeping x and replacing it with the context-informed candidate.
     There is no reset gate (the survey's form has none). W[x; c] is computed as W_x·x + W_c·c, which is the
     same product without broadcasting c to every position first. Biases start at zero, so g starts near 0.5.
-    Parameters: 4C² + 2C.
+    Parameters: 4C² + 2C (4C² with ``bias=False``). The sequence form is ``mixer.TokenGate``.
     """
 
     slot = "feature"
     paper = "GRU-style gating (Cho et al. 2014), the survey's gating attention"
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, bias: bool = True) -> None:
         super().__init__()
-        self.from_input = nn.Conv2d(channels, 2 * channels, 1)  # W_x for gate and candidate, with b_g, b_h
+        self.from_input = nn.Conv2d(channels, 2 * channels, 1, bias=bias)  # W_x for gate and candidate; b_g, b_h
         self.from_context = nn.Conv2d(channels, 2 * channels, 1, bias=False)  # W_c
-        nn.init.zeros_(self.from_input.bias)
+        if bias:
+            nn.init.zeros_(self.from_input.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.from_input(x) + self.from_context(x.mean((2, 3), keepdim=True))
