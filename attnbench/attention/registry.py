@@ -47,12 +47,20 @@ VARIANTS: dict[str, Variant] = _variants(
     ("sum", {"pool": pool.SumPool}),
     ("mean", {"pool": pool.MeanPool}),
     ("max", {"pool": pool.MaxPool}),
+    ("kmax", {"pool": pool.KMaxPool}),
+    ("chunkmax", {"pool": pool.ChunkMaxPool}),
+    ("stochastic", {"pool": pool.StochasticPool}),
+    ("deepsets", {"pool": pool.DeepSets}),
+    ("ffattn", {"pool": pool.FeedForwardAttention}),
+    ("multiquery", {"pool": pool.MultiQueryAttention}),
+    ("pyramid", {"pool": pool.PyramidPool}),
+    ("dual", {"feature": feature.DualAttention}),
     ("self", {"mixer": mixer.SelfAttention}),
     ("mha", {"mixer": mixer.MultiHeadAttention}),
     ("relpos", {"mixer": mixer.RelativePositionAttention}),
     ("headprune", {"mixer": mixer.HeadPruneAttention}),
     ("coda", {"mixer": mixer.CompositionalDeAttention}),
-    ("gate", {"mixer": mixer.TokenGate}),
+    ("gate", {"feature": feature.Gate, "mixer": mixer.TokenGate}),  # image form, token form
     ("dattn", {"model": model.DAttn}),
 )
 

@@ -125,8 +125,10 @@ class ClassifyTask:
             spatial = [m.weights for m in modules.values() if m.weights is not None and m.weights_over == "positions"]
         if not spatial:
             return {}
+        weights = spatial[-1].float()
+        weights = weights.reshape(len(weights), -1, weights.shape[-1]).mean(1)  # several maps an image: their mean
         images = (x * self.std.to(x.device).view(1, -1, 1, 1) + self.mean.to(x.device).view(1, -1, 1, 1))
-        path = attention_grid_figure(images.clamp(0, 1).cpu(), spatial[-1].float().cpu(), y[:8].tolist(),
+        path = attention_grid_figure(images.clamp(0, 1).cpu(), weights.cpu(), y[:8].tolist(),
                                      self.data.classes, out_dir / "attention.png")
         return {"attention": path}
 
