@@ -178,6 +178,19 @@ def test_swept_config_values_become_columns_and_baselines_match_them(tmp_path: P
     assert rows[("se", "0.1")]["delta"] == pytest.approx(0.02) and rows[("se", "0.05")]["baseline"]
 
 
+def test_lower_is_better_metrics_rank_ascending(tmp_path: Path) -> None:
+    from attnbench.compare import analysis, runs
+
+    sweep = write_sweep(tmp_path)
+    for run in run_dirs(sweep):  # the same runs scored by an error (1 − acc): lower is better
+        summary = json.loads((run / "summary.json").read_text())
+        summary["primary"] = {"name": "test/err", "value": 1 - summary["primary"]["value"], "higher_is_better": False}
+        (run / "summary.json").write_text(json.dumps(summary))
+    (c,) = analysis.build_report(runs.load_runs([str(sweep)])).comparisons
+    assert [row.label for row in c.rows] == ["se", "cbam", "none"] and not c.higher_is_better
+    assert c.rows[0].mean == pytest.approx(0.04) and c.rows[0].delta == pytest.approx(-0.04)
+
+
 # ---------------------------------------------------------------------------------------- runs that did not complete
 
 
