@@ -307,6 +307,7 @@ def test_sweep_callback_prints_the_table_and_logs_it_to_wandb(tmp_path: Path, ca
     logged = json.loads(tables[0].read_text())
     assert logged["columns"][:4] == ["rank", "model", "n", "test/acc mean"]
     assert logged["data"][0][:3] == [1, "se", 3] and logged["data"][0][3] == pytest.approx(0.96)
+    assert len(list(sweep.glob("wandb/offline-run-*/files/media/images/compare/plot_*.png"))) == 1
 
 
 # ---------------------------------------------------------------------------------------- a real sweep

@@ -147,11 +147,11 @@ def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Pa
                            config={"sweep_dir": str(sweep_dir), "baseline": [c.baseline for c in report.comparisons],
                                    "keys": sorted({k for c in report.comparisons for k in c.keys})})
     try:
+        if plot_path is not None:  # first: the tables are logged at the next steps, and W&B drops earlier ones
+            logger.log_images({"compare/plot": plot_path}, step=0)
         for c in report.comparisons:
             columns, rows = wandb_rows(c)
             logger.log_table(f"compare/{c.data}", columns, rows)
-        if plot_path is not None:
-            logger.log_images({"compare/plot": plot_path}, step=0)
         logger.set_summary({f"best/{c.data}": c.rows[0].label for c in report.comparisons})
     finally:
         logger.finish()
@@ -162,7 +162,10 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None) -> None:
     in the sweep directory, and logged to W&B when the sweep's logger is W&B."""
     import sys
 
-    from ..track.console import console, warn
+    from ..track.console import console
+
+    def warn(message: str) -> None:  # the console only: Hydra's own logging would print it a second time
+        console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
     loaded = load_runs([str(sweep_dir)])
     for path, why in loaded.skipped:
