@@ -1,4 +1,4 @@
-"""attnbench train | eval | list — the command line.
+"""attnbench train | eval | compare | list — the command line.
 
 ``train`` is a Hydra application. Before Hydra creates any directory, every job of the command is composed
 and checked, so a mistake (an unknown variant, a misspelt key, a variant with no slot in the task) ends with
@@ -22,6 +22,8 @@ commands:
   train -m [overrides] a grid: comma-separated values sweep (model=none,se,cbam seed=0,1,2)
   train resume=DIR     continue an interrupted run in place, with its own configuration
   eval DIR             test metrics of a run directory's best checkpoint
+  compare PATH...      variants side by side: mean ± 95% CI over seeds, Δ and p against model=none, cost
+                       (--format table|markdown|csv|json, --out FILE, --plot FILE.png; see `compare --help`)
   list                 variants (slot, paper, task families), data sets and backbones
 
 `attnbench train --help` lists the config groups and their options."""
@@ -368,7 +370,13 @@ def list_catalogue(args: list[str]) -> int:
 
 # ---------------------------------------------------------------------------------------- main
 
-COMMANDS = {"train": train, "eval": evaluate_run, "list": list_catalogue}
+def compare_runs(args: list[str]) -> int:
+    from .compare import run_compare
+
+    return run_compare(args)
+
+
+COMMANDS = {"train": train, "eval": evaluate_run, "compare": compare_runs, "list": list_catalogue}
 
 
 def main(argv: list[str] | None = None) -> int:
