@@ -164,14 +164,19 @@ def _hydra_task(cfg) -> dict | None:
     from .engine import Interrupted
     from .errors import UserError
     from .job import run_job
+    from .track import RunDirectory
     from .track.console import error
 
     hc = HydraConfig.get()
     in_sweep = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
+    run = RunDirectory(hc.runtime.output_dir)
+    # a single run refused before it trained (a missing data path, a corrupt file) leaves no directory behind;
+    # a sweep keeps its failed jobs' directories, which the sweep's summary and compare report
+    discard_if_refused = not in_sweep and run.is_unstarted()
     try:
         with launch.job(cfg, hc):
-            return run_job(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
+            return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
     except Interrupted as e:
         launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
@@ -181,6 +186,9 @@ def _hydra_task(cfg) -> dict | None:
         error(f"job {','.join(overrides)}: {e}" if in_sweep else str(e))
         if in_sweep:
             return None
+        if discard_if_refused and not run.checkpoints.exists():
+            logging.shutdown()  # closes train.log
+            run.discard(stop=Path.cwd())
         raise SystemExit(2) from None
     except Exception as e:
         if not in_sweep:
@@ -246,9 +254,9 @@ def _run_config(run_dir: Path):
 
 
 def resume_run(path: str) -> int:
-    from .engine import Interrupted
+    from .engine import Interrupted, check_fingerprint
     from .errors import UserError
-    from .job import run_job
+    from .job import fingerprint, run_job
     from .track import RunDirectory
     from .track.console import info
 
@@ -267,6 +275,8 @@ def resume_run(path: str) -> int:
         if not run.last.exists():
             raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from (it stopped before its first "
                             f"checkpoint); start the run again")
+        # a truncated or foreign checkpoint is refused here, before the run's log or summary is touched
+        check_fingerprint(run.load_checkpoint(run.last), fingerprint(cfg), run.last)
         if launch.process_rank() == 0:
             handler = logging.FileHandler(run_dir / "train.log")
             logging.getLogger().addHandler(handler)
