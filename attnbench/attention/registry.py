@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import feature, pool
+from . import align, feature, pool
 
 SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair")
 
@@ -41,6 +41,10 @@ VARIANTS: dict[str, Variant] = _variants(
     ("sum", {"pool": pool.SumPool}),
     ("mean", {"pool": pool.MeanPool}),
     ("max", {"pool": pool.MaxPool}),
+    ("soft", {"align": align.SoftAttention}),
+    ("hard", {"align": align.HardAttention}),
+    ("global", {"align": align.GlobalAttention}),
+    ("local", {"align": align.LocalAttention}),
 )
 
 
