@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from .captions import load_caption_file, load_caption_hub, load_coco, load_shapes
 from .images import load_cifar, load_digits, load_image_folder
 
 # data config ``name`` -> loader; the loader's keyword arguments are the other keys of the data config
@@ -9,6 +10,10 @@ LOADERS: dict[str, Callable] = {
     "digits": load_digits,
     "cifar": load_cifar,
     "image_folder": load_image_folder,
+    "shapes": load_shapes,
+    "caption_hub": load_caption_hub,
+    "coco": load_coco,
+    "caption_file": load_caption_file,
 }
 
 __all__ = ["LOADERS"]
