@@ -82,7 +82,7 @@ def test_padded_memory_changes_nothing(name: str) -> None:
 @pytest.mark.parametrize("name", ["soft", "hard", "global", "local"])
 def test_gradients_reach_every_parameter(name: str) -> None:
     torch.manual_seed(0)
-    kwargs = {"soft_mix": 0.0, "gate": True} if name == "hard" else {}
+    kwargs = {"hard": {"soft_mix": 0.0, "gate": True}, "soft": {"doubly_stochastic": 1.0}}.get(name, {})
     module = make(name, **kwargs).train()
     outputs, _ = run_sequence(module)
     loss = outputs.pow(2).mean()
