@@ -3,11 +3,14 @@
 from torch import nn
 
 from .base import SlotFactory
+from .captioner import CNNCaptioner, ResNetCaptioner
 from .resnet import ResNet
 
 # backbone config ``name`` -> class; a class's ``slots`` says which slot kinds it offers
 BACKBONES: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
+    "caption_cnn": CNNCaptioner,
+    "caption_resnet": ResNetCaptioner,
 }
 
-__all__ = ["BACKBONES", "ResNet", "SlotFactory"]
+__all__ = ["BACKBONES", "CNNCaptioner", "ResNet", "ResNetCaptioner", "SlotFactory"]

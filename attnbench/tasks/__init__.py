@@ -8,11 +8,13 @@ from omegaconf import DictConfig
 from ..data import LOADERS
 from ..errors import UserError
 from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
+from .caption import CaptionTask
 from .classify import ClassifyTask
 
 # task family -> class; ``data.task`` in a data config picks one
 TASKS: dict[str, type] = {
     "classify": ClassifyTask,
+    "caption": CaptionTask,
 }
 
 
