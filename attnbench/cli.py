@@ -115,14 +115,16 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 
 def preflight(overrides: list[str], multirun: bool) -> str | None:
-    """Compose and check every job; the first problem as one line, or None when all is well."""
+    """Compose and check every job; the first problem as one line, or None when all is well.
+
+    Composition needs only Hydra; the task layer (and torch) is imported only once every job composes, so
+    a typo is reported in about a second.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from .config import register_schemas
-    from .errors import UserError
-    from .tasks import check
 
     register_schemas()
     with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="train"):
@@ -130,15 +132,27 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
             jobs = expand_jobs(overrides, multirun)
         except (HydraException, OmegaConfBaseException, ValueError) as e:
             return _composition_error(e, overrides)
+        composed = []
         for job in jobs:
             prefix = f"job {','.join(job)}: " if len(jobs) > 1 else ""
             try:
-                cfg = compose("config", overrides=job, return_hydra_config=True)
-                check(cfg, dict(cfg.hydra.runtime.choices))
+                composed.append((prefix, compose("config", overrides=job, return_hydra_config=True)))
             except (HydraException, OmegaConfBaseException) as e:
                 return prefix + _composition_error(e, job)
-            except UserError as e:
-                return prefix + str(e)
+
+    from .errors import UserError
+    from .tasks import check
+    from .track.run import check_writable
+
+    for prefix, cfg in composed:
+        try:
+            check(cfg, dict(cfg.hydra.runtime.choices))
+        except UserError as e:
+            return prefix + str(e)
+    try:
+        check_writable(Path(composed[0][1].hydra.sweep.dir if multirun else composed[0][1].hydra.run.dir))
+    except UserError as e:
+        return str(e)
     return None
 
 

@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from .errors import UserError
+
 
 @dataclass
 class TrainerConfig:
@@ -59,3 +61,28 @@ class Config:
 def register_schemas() -> None:
     """Make ``schema`` available to ``conf/config.yaml``'s defaults list (first entry)."""
     ConfigStore.instance().store(name="schema", node=Config)
+
+
+def check_trainer(cfg: Any) -> None:
+    """Values the schema's types cannot rule out: each refused with the setting's name and what it accepts."""
+    rules = [
+        (cfg.epochs >= 1, f"trainer.epochs must be at least 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"trainer.batch_size must be at least 1, got {cfg.batch_size}"),
+        (cfg.eval_batch_size >= 1, f"trainer.eval_batch_size must be at least 1, got {cfg.eval_batch_size}"),
+        (cfg.lr > 0, f"trainer.lr must be positive, got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"trainer.weight_decay must be zero or positive, got {cfg.weight_decay}"),
+        (0 <= cfg.momentum < 1, f"trainer.momentum must be in [0, 1), got {cfg.momentum}"),
+        (0 <= cfg.label_smoothing < 1, f"trainer.label_smoothing must be in [0, 1), got {cfg.label_smoothing}"),
+        (cfg.warmup_epochs >= 0, f"trainer.warmup_epochs must be zero or positive, got {cfg.warmup_epochs}"),
+        (cfg.grad_clip is None or cfg.grad_clip > 0,
+         f"trainer.grad_clip must be positive or null, got {cfg.grad_clip}"),
+        (cfg.log_every >= 1, f"trainer.log_every must be at least 1, got {cfg.log_every}"),
+        (cfg.optimizer in ("sgd", "adamw"), f"trainer.optimizer must be sgd or adamw, not {cfg.optimizer!r}"),
+        (cfg.schedule in ("cosine", "step", "constant"),
+         f"trainer.schedule must be cosine, step or constant, not {cfg.schedule!r}"),
+        (cfg.precision in ("auto", "bf16", "fp32"),
+         f"trainer.precision must be auto, bf16 or fp32, not {cfg.precision!r}"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise UserError(message)

@@ -49,10 +49,10 @@ def group_name(choices: dict[str, str], overrides: list[str]) -> str:
 
 
 def _previous_run(run: RunDirectory) -> str:
-    """What a sweep job finds in its folder: nothing, completed, interrupted (resumable) or to be rerun."""
+    """What a sweep job finds in its folder: a completed run, one to resume, or one to (re)run from scratch."""
     summary = run.read_summary()
-    if summary is None:
-        return "resume" if run.last.exists() else "new"  # SIGKILL leaves a checkpoint but no summary
+    if summary is None:  # a first run, or one killed by SIGKILL (a checkpoint but no summary)
+        return "resume" if run.last.exists() else "rerun"
     if summary.get("status") == "completed":
         return "completed"
     if summary.get("status") == "interrupted" and run.last.exists():
@@ -61,7 +61,7 @@ def _previous_run(run: RunDirectory) -> str:
 
 
 def _clear(run: RunDirectory) -> None:
-    """Remove what a failed attempt left, so the rerun starts clean (its config in .hydra/ stays)."""
+    """Remove what an earlier attempt left, so the rerun starts clean (its config in .hydra/ stays)."""
     for path in (run.metrics_path, run.summary_path):
         path.unlink(missing_ok=True)
     shutil.rmtree(run.checkpoints, ignore_errors=True)

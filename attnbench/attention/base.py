@@ -72,11 +72,15 @@ def attention_entropy(weights: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean entropy (nats) of distributions over the last dimension; masked positions hold zero weight.
 
     Weights that do not sum to one (sigmoid gates) are renormalised first, so the figure always reads as
-    "how spread out is the attention".
+    "how spread out is the attention". Rows with no weight at all (the rows of padded queries, which token
+    mixers zero) are no distribution and are left out of the mean.
     """
     w = weights.float().clamp_min(0)
-    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-    return -(w * w.clamp_min(1e-12).log()).sum(-1).mean()
+    mass = w.sum(-1, keepdim=True)
+    w = w / mass.clamp_min(1e-12)
+    entropy = -(w * w.clamp_min(1e-12).log()).sum(-1)
+    rows = (mass.squeeze(-1) > 0).float()
+    return (entropy * rows).sum() / rows.sum().clamp_min(1)
 
 
 def attention_modules(model: nn.Module) -> Iterator[tuple[str, Attention]]:

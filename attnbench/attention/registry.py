@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import align, feature, pool
+from . import align, feature, mixer, pool
 
 SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair")
 
@@ -31,7 +31,12 @@ class Variant:
 
 
 def _variants(*entries: tuple[str, dict[str, type[nn.Module]]]) -> dict[str, Variant]:
-    return {name: Variant(name, modules) for name, modules in entries}
+    variants: dict[str, Variant] = {}
+    for name, modules in entries:
+        if name in variants:  # two entries for one name: merge them into one line, slot kind by slot kind
+            raise ValueError(f"variant {name!r} is registered twice; give it one entry with every slot kind")
+        variants[name] = Variant(name, modules)
+    return variants
 
 
 VARIANTS: dict[str, Variant] = _variants(
@@ -41,6 +46,12 @@ VARIANTS: dict[str, Variant] = _variants(
     ("sum", {"pool": pool.SumPool}),
     ("mean", {"pool": pool.MeanPool}),
     ("max", {"pool": pool.MaxPool}),
+    ("self", {"mixer": mixer.SelfAttention}),
+    ("mha", {"mixer": mixer.MultiHeadAttention}),
+    ("relpos", {"mixer": mixer.RelativePositionAttention}),
+    ("headprune", {"mixer": mixer.HeadPruneAttention}),
+    ("coda", {"mixer": mixer.CompositionalDeAttention}),
+    ("gate", {"mixer": mixer.TokenGate}),
     ("soft", {"align": align.SoftAttention}),
     ("hard", {"align": align.HardAttention}),
     ("global", {"align": align.GlobalAttention}),

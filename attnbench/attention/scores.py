@@ -71,7 +71,8 @@ def normalize(scores: Tensor, mask: Tensor | None = None, norm: str = "softmax",
 
     ``softmax`` exp(s/τ)/Σexp · ``sigmoid`` σ(s/τ), each weight on its own · ``sum`` f(s/τ)/Σf with f = ReLU.
     """
-    scores = scores / temperature
+    if temperature != 1.0:  # skip a pass over an N×N tensor in the common case
+        scores = scores / temperature
     if norm == "softmax":
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)

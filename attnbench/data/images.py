@@ -54,7 +54,10 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     if fraction <= 0:
         return index, index[:0]
     counts = np.bincount(labels)
-    stratify = labels if counts[counts > 0].min() >= 2 else None  # a class of one image cannot be split
+    classes, n_carved = int((counts > 0).sum()), int(np.ceil(fraction * len(labels)))
+    # stratify when every class can appear on both sides; tiny sets fall back to a plain seeded split
+    can_stratify = counts[counts > 0].min() >= 2 and classes <= n_carved <= len(labels) - classes
+    stratify = labels if can_stratify else None
     rest, carved = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     return np.sort(rest), np.sort(carved)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from ..config import check_trainer
 from ..data import LOADERS
 from ..errors import UserError
 from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
@@ -36,6 +37,7 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     ``choices`` are the config-group options the user picked (``{"data": "cifar100", ...}``): messages
     name those, while ``name`` inside each group is the loader, backbone or variant it runs.
     """
+    check_trainer(cfg.trainer)
     cls = task_class(cfg, choices)
     loader = LOADERS.get(cfg.data.name)
     if loader is None:

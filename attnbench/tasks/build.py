@@ -77,8 +77,9 @@ def attention_slots(model_cfg: DictConfig | Mapping, offered: tuple[str, ...], w
     usable = [kind for kind in v.slots if kind in offered]
     if not usable:
         fits = families_fitting(v, family_slots)
+        fitting = f"the {', '.join(fits)} task(s)" if fits else f"no task yet (none has a {' or '.join(v.slots)} slot)"
         raise UserError(f"model={v.name} fills the {' or '.join(v.slots)} slot, which {where} lacks "
-                        f"(it has {', '.join(offered)}); {v.name} fits the {', '.join(fits)} task(s)")
+                        f"(it has {', '.join(offered)}); {v.name} fits {fitting}")
     cls = v.modules[usable[0]]
     label = f"model={v.name}"
     check_keys(cfg, parameters(cls)[1:], label)  # the first parameter is the width, given by the backbone

@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
-
-import torch
 
 from ..errors import UserError
 
@@ -38,6 +37,24 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+MIN_FREE_MB = 200  # room for a few checkpoints of a mid-sized model; less is refused before training
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before any training, an output folder that cannot be created or written, or a nearly full disk."""
+    existing = path.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is a file, not a folder" if not existing.is_dir() else "is not writable"
+        raise UserError(f"cannot write run directories under {path}: {existing} {why}; "
+                        f"choose another place with hydra.run.dir=... (hydra.sweep.dir=... with -m)")
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise UserError(f"only {free_mb:.0f} MB free on the disk holding {existing}; free some space or write "
+                        f"elsewhere with hydra.run.dir=... (hydra.sweep.dir=... with -m)")
 
 
 def _json_ready(value: Any) -> Any:
@@ -93,11 +110,17 @@ class RunDirectory:
         except (OSError, ValueError):
             return None
 
+    # torch is imported where checkpoints are handled, so reading summaries (compare, the CLI) stays light
+
     def save_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
+        import torch
+
         atomic_write(path, lambda f: torch.save(state, f))
 
-    def load_checkpoint(self, path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    def load_checkpoint(self, path: Path, map_location: str = "cpu") -> dict[str, Any]:
         """Load with ``weights_only=True``: a crafted pickle in a checkpoint cannot execute anything."""
+        import torch
+
         if not path.exists():
             raise UserError(f"no checkpoint at {path}: the run never finished an epoch; start it again")
         try:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import netrc
 import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from . import console
 
@@ -22,6 +24,17 @@ def _logged_in() -> bool:
         return netrc.netrc().authenticators("api.wandb.ai") is not None
     except (OSError, netrc.NetrcParseError):
         return False
+
+
+def _reachable(timeout: float = 5.0) -> str | None:
+    """None when the W&B server accepts a connection, else why not (W&B itself retries for minutes)."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.hostname}:{port} unreachable: {e.strerror or e}"
+    return None
 
 
 def resolve_mode(mode: str) -> str:
@@ -57,13 +70,16 @@ class WandbLogger(Logger):
         kwargs = dict(project=project, entity=entity, dir=str(run_dir), name=name, group=group, tags=tags,
                       config=config, id=run_id, resume="allow" if run_id else None, reinit="finish_previous",
                       settings=wandb.Settings(silent=True))  # attnbench prints its own one-line note
-        try:
-            self.run = wandb.init(mode=mode, **kwargs)
-        except Exception as e:  # network down, bad key, bad entity: keep training, log offline
-            if mode != "online":
-                raise
-            console.warn(f"W&B online init failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                         f"logging offline instead, push later with `wandb sync`")
+        problem = _reachable() if mode == "online" else None
+        if problem is None:
+            try:
+                self.run = wandb.init(mode=mode, **kwargs)
+            except Exception as e:  # bad key, bad entity, server error: keep training, log offline
+                if mode != "online":
+                    raise
+                problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if problem is not None:
+            console.warn(f"W&B online failed ({problem}); logging offline instead, push later with `wandb sync`")
             self.run = wandb.init(mode="offline", **kwargs)
         self.run_id = self.run.id
         where = self.run.url if self.run.settings.mode == "online" else \

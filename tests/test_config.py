@@ -1,0 +1,64 @@
+"""Every file in conf/ composes, and every combination it offers passes the build-time checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from attnbench.cli import conf_dir
+from attnbench.config import register_schemas
+from attnbench.tasks import TASKS, check
+
+CONF = conf_dir()
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@contextmanager
+def composer() -> Iterator:
+    register_schemas()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        yield lambda *overrides: compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def choices(cfg: DictConfig) -> dict[str, str]:
+    return dict(cfg.hydra.runtime.choices)
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_set_composes_with_its_defaults(data: str) -> None:
+    with composer() as compose_:
+        cfg = compose_(f"data={data}")
+        check(cfg, choices(cfg))  # keys, slots and values only: no data is loaded
+        assert cfg.data.task in TASKS
+
+
+def test_every_variant_and_backbone_fits_some_data_set() -> None:
+    """Each model= and backbone= option composes and checks with at least one data set."""
+    with composer() as compose_:
+        for group in ("model", "backbone"):
+            for option in options(group):
+                fitted = []
+                for data in options("data"):
+                    try:
+                        cfg = compose_(f"data={data}", f"{group}={option}")
+                        check(cfg, choices(cfg))
+                        fitted.append(data)
+                    except Exception:
+                        continue
+                assert fitted, f"{group}={option} fits no data set"
+
+
+def test_every_config_file_opens_with_a_description() -> None:
+    for path in Path(CONF).rglob("*.yaml"):
+        first = path.read_text().lstrip().splitlines()[0]
+        if first.startswith("# @package"):
+            first = path.read_text().lstrip().splitlines()[1]
+        assert first.startswith("#"), f"{path} should open with a comment saying what it is"

@@ -1,0 +1,86 @@
+"""Training end to end through the CLI: the default learns, grids write a run directory per job (with an
+offline W&B run), SIGTERM saves and resume finishes identically, eval reads the best checkpoint."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runner import assert_complete_summary, attnbench, run_dirs, summary
+
+
+def test_default_run_learns_digits(tmp_path: Path) -> None:
+    """`make train`: the embedded default (digits + CBAM) reaches ≥ 0.95 and ends naming its run and metric."""
+    result = attnbench("train", "logger=none", cwd=tmp_path, check=True)
+    [run] = run_dirs(tmp_path / "outputs")
+    s = assert_complete_summary(run)
+    assert (s["data"], s["backbone"], s["model"]) == ("digits", "smallcnn", "cbam")
+    assert s["primary"] == {"name": "test/acc", "value": s["metrics"]["test/acc"], "higher_is_better": True}
+    assert s["primary"]["value"] >= 0.95
+    assert s["attention_params"] > 0 and s["params"] > s["attention_params"] and s["flops_per_sample"] > 0
+    last = result.stdout.strip().splitlines()[-2:]
+    assert str(run) in last[0] and last[1].startswith("test/acc = ")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "val"} and all("epoch" in r and "step" in r for r in records)
+    assert (run / "checkpoints" / "last.pt").exists() and (run / "checkpoints" / "best.pt").exists()
+    assert (run / "figures" / "attention.png").exists()  # CBAM's spatial maps over test digits
+
+    evaluated = attnbench("eval", str(run), cwd=tmp_path, check=True).stdout
+    assert f"{s['metrics']['test/acc']:.4g}" in evaluated
+
+
+def test_multirun_grid_writes_six_runs_with_offline_wandb(tmp_path: Path) -> None:
+    attnbench("train", "-m", "model=none,se,cbam", "seed=0,1", "data=digits", "trainer.epochs=1", cwd=tmp_path,
+              check=True)
+    runs = run_dirs(tmp_path / "outputs" / "multirun")
+    assert len(runs) == 6
+    seen = set()
+    for run in runs:
+        s = assert_complete_summary(run)
+        seen.add((s["model"], s["seed"]))
+        offline = list((run / "wandb").glob("offline-run-*"))
+        assert len(offline) == 1 and any(offline[0].glob("*.wandb")), run
+    assert seen == {(m, seed) for m in ("none", "se", "cbam") for seed in (0, 1)}
+    # one folder per job, named from its overrides, so a rerun of the same command finds it
+    assert sorted(r.name for r in runs)[0] == "data=digits,model=cbam,seed=0,trainer.epochs=1"
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_sigterm_saves_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    args = ["train", "logger=none", "trainer.epochs=5", "model=se"]
+    attnbench(*args, "hydra.run.dir=straight", cwd=tmp_path, check=True)
+
+    process = subprocess.Popen([sys.executable, "-m", "attnbench", *args, "hydra.run.dir=stopped"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stop it in the middle of the third epoch: after the second epoch's checkpoint, before it finishes
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    _wait_for(metrics, process)
+    while metrics.read_text().count('"split": "val"') < 2:
+        assert process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    stopped = summary(tmp_path / "stopped")
+    assert stopped["status"] == "interrupted" and stopped["epochs"] < 5
+
+    attnbench("train", "resume=stopped", cwd=tmp_path, check=True)
+    resumed, straight = summary(tmp_path / "stopped"), summary(tmp_path / "straight")
+    assert resumed["status"] == "completed"
+    assert resumed["metrics"] == straight["metrics"]  # bit-for-bit on the CPU
+    assert (tmp_path / "stopped" / "metrics.jsonl").read_text() == (tmp_path / "straight" / "metrics.jsonl").read_text()
+
+    before = (tmp_path / "stopped" / "summary.json").read_text()  # resuming a completed run changes nothing
+    assert "already completed" in attnbench("train", "resume=stopped", cwd=tmp_path, check=True).stdout
+    assert (tmp_path / "stopped" / "summary.json").read_text() == before
