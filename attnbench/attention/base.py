@@ -28,7 +28,7 @@ class Attention(nn.Module):
 
     slot: str = ""
     paper: str = ""
-    weights_over = "positions"  # what the recorded weights are spread over: "positions" or "channels"
+    weights_over = "positions"  # what the recorded weights are spread over: "positions", "channels", "regions"
 
     def __init__(self) -> None:
         super().__init__()

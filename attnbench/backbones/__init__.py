@@ -5,12 +5,17 @@ from torch import nn
 from .base import SlotFactory
 from .captioner import CNNCaptioner, ResNetCaptioner
 from .resnet import ResNet
+from .text import BiGRU, TextCNN, TransformerText
 
 # backbone config ``name`` -> class; a class's ``slots`` says which slot kinds it offers
 BACKBONES: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
+    "bigru": BiGRU,
+    "textcnn": TextCNN,
+    "text_transformer": TransformerText,
     "caption_cnn": CNNCaptioner,
     "caption_resnet": ResNetCaptioner,
 }
 
-__all__ = ["BACKBONES", "CNNCaptioner", "ResNet", "ResNetCaptioner", "SlotFactory"]
+__all__ = ["BACKBONES", "BiGRU", "CNNCaptioner", "ResNet", "ResNetCaptioner", "SlotFactory", "TextCNN",
+           "TransformerText"]
