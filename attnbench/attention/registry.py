@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import feature, mixer, model, pool
+from . import align, feature, mixer, model, pool
 
 SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair", "model")
 
@@ -61,6 +61,10 @@ VARIANTS: dict[str, Variant] = _variants(
     ("headprune", {"mixer": mixer.HeadPruneAttention}),
     ("coda", {"mixer": mixer.CompositionalDeAttention}),
     ("gate", {"feature": feature.Gate, "mixer": mixer.TokenGate}),  # image form, token form
+    ("soft", {"align": align.SoftAttention}),
+    ("hard", {"align": align.HardAttention}),
+    ("global", {"align": align.GlobalAttention}),
+    ("local", {"align": align.LocalAttention}),
     ("dattn", {"model": model.DAttn}),
 )
 

@@ -47,14 +47,27 @@ class Score(nn.Module):
             self.v = nn.Linear(hidden, 1, bias=False) if learn_v else None
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        return self.compare(q, self.keys(k))
+
+    def keys(self, k: Tensor) -> Tensor:
+        """The part of the score that depends on the keys alone. A decoder that scores one query per step
+        against the same memory computes it once per sequence and calls ``compare`` at every step."""
         if self.kind == "additive":
-            hidden = torch.tanh(self.query_proj(q).unsqueeze(2) + self.key_proj(k).unsqueeze(1))
+            return self.key_proj(k)
+        if self.kind == "cosine":
+            return F.normalize(k, dim=-1)
+        if self.kind == "general":
+            return self.weight(k)
+        return k
+
+    def compare(self, q: Tensor, keys: Tensor) -> Tensor:
+        """Scores (B, Nq, Nk) of queries (B, Nq, Dq) against keys prepared by ``keys``."""
+        if self.kind == "additive":
+            hidden = torch.tanh(self.query_proj(q).unsqueeze(2) + keys.unsqueeze(1))
             return self.v(hidden).squeeze(-1) if self.v is not None else hidden.sum(-1)
         if self.kind == "cosine":
-            return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(1, 2) * self.log_scale.exp()
-        if self.kind == "general":
-            k = self.weight(k)
-        return q @ k.transpose(1, 2) * self.scale
+            return F.normalize(q, dim=-1) @ keys.transpose(1, 2) * self.log_scale.exp()
+        return q @ keys.transpose(1, 2) * self.scale
 
 
 def normalize(scores: Tensor, mask: Tensor | None = None, norm: str = "softmax",

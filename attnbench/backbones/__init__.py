@@ -3,6 +3,7 @@
 from torch import nn
 
 from .base import SlotFactory
+from .captioner import CNNCaptioner, ResNetCaptioner
 from .resnet import ResNet
 from .text import BiGRU, TextCNN, TransformerText
 
@@ -12,6 +13,9 @@ BACKBONES: dict[str, type[nn.Module]] = {
     "bigru": BiGRU,
     "textcnn": TextCNN,
     "text_transformer": TransformerText,
+    "caption_cnn": CNNCaptioner,
+    "caption_resnet": ResNetCaptioner,
 }
 
-__all__ = ["BACKBONES", "BiGRU", "ResNet", "SlotFactory", "TextCNN", "TransformerText"]
+__all__ = ["BACKBONES", "BiGRU", "CNNCaptioner", "ResNet", "ResNetCaptioner", "SlotFactory", "TextCNN",
+           "TransformerText"]

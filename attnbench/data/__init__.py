@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from .captions import load_caption_file, load_caption_hub, load_coco, load_shapes
 from .images import load_cifar, load_digits, load_image_folder
 from .reviews import load_reviews
 from .text import load_hub_text, load_text_file
@@ -14,6 +15,10 @@ LOADERS: dict[str, Callable] = {
     "reviews": load_reviews,
     "hub_text": load_hub_text,
     "text_file": load_text_file,
+    "shapes": load_shapes,
+    "caption_hub": load_caption_hub,
+    "coco": load_coco,
+    "caption_file": load_caption_file,
 }
 
 __all__ = ["LOADERS"]

@@ -9,6 +9,7 @@ from ..config import check_trainer
 from ..data import LOADERS
 from ..errors import UserError
 from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
+from .caption import CaptionTask
 from .classify import ClassifyTask
 from .rate import RateTask
 
@@ -16,6 +17,7 @@ from .rate import RateTask
 TASKS: dict[str, type] = {
     "classify": ClassifyTask,
     "rate": RateTask,
+    "caption": CaptionTask,
 }
 
 

@@ -118,3 +118,42 @@ def token_weights_png(reviews: list[ShadedReview], title: str, path: Path, colum
 def token_weights_figures(reviews: list[ShadedReview], title: str, out_dir: Path) -> dict[str, Path]:
     return {"attention": token_weights_png(reviews, title, out_dir / "attention.png"),
             "attention_html": token_weights_html(reviews, title, out_dir / "attention.html")}
+
+
+def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, grid: tuple[int, int], path: Path,
+                             references: list[str] | None = None, per_row: int = 6) -> Path:
+    """The classic Show-Attend-Tell picture: the image, then one panel per generated word with that word's
+    attention over the region grid upsampled and overlaid. ``image`` (C, H, W) in [0, 1], ``weights`` (T, H·W)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = len(words) + 1
+    rows = math.ceil(panels / per_row)
+    cols = min(panels, per_row)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
+    picture = image.permute(1, 2, 0).squeeze(-1).numpy()
+    size = image.shape[-2:]
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 0].imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+    axes[0, 0].set_title("input", fontsize=9)
+    for i, word in enumerate(words):
+        ax = axes.flat[i + 1]
+        heat = weights[i].float().reshape(1, 1, *grid)
+        heat = torch.nn.functional.interpolate(heat / heat.max().clamp_min(1e-12), size=size, mode="bilinear",
+                                               align_corners=False)[0, 0]
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+        ax.imshow(heat.numpy(), cmap="gray", alpha=0.6, vmin=0, vmax=1)
+        ax.set_title(word, fontsize=10)
+    caption = " ".join(words)
+    title = f"generated: {caption}"
+    if references:
+        title += f"\nreference: {references[0]}"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
