@@ -2,8 +2,11 @@
 
 from collections.abc import Callable
 
+from .captions import load_caption_file, load_caption_hub, load_coco, load_shapes
 from .images import load_cifar, load_digits, load_image_folder
+from .reviews import load_reviews
 from .synthetic import load_synthetic
+from .text import load_hub_text, load_text_file
 
 # data config ``name`` -> loader; the loader's keyword arguments are the other keys of the data config
 LOADERS: dict[str, Callable] = {
@@ -11,6 +14,13 @@ LOADERS: dict[str, Callable] = {
     "cifar": load_cifar,
     "image_folder": load_image_folder,
     "synthetic": load_synthetic,
+    "reviews": load_reviews,
+    "hub_text": load_hub_text,
+    "text_file": load_text_file,
+    "shapes": load_shapes,
+    "caption_hub": load_caption_hub,
+    "coco": load_coco,
+    "caption_file": load_caption_file,
 }
 
 __all__ = ["LOADERS"]

@@ -67,7 +67,11 @@ class ClassifyTask:
         for split in (self.data.train, self.data.val, self.data.test):
             split.images, split.labels = split.images.to(device), split.labels.to(device)
         self.model.to(device)
-        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.generator = self._augmentation_generator(device)
+
+    def _augmentation_generator(self, device: torch.device) -> torch.Generator:
+        """Augmentation draws; under DDP each rank its own stream (its samples are not another rank's)."""
+        return torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * self.rank)
 
     def _batches(self, split: str, train: bool = False) -> TensorBatches:
         data = getattr(self.data, split)
@@ -79,6 +83,7 @@ class ClassifyTask:
 
     def shard(self, rank: int, world: int) -> None:
         self.rank, self.world = rank, world
+        self.generator = self._augmentation_generator(self.generator.device)
 
     def steps_per_epoch(self) -> int:
         return len(self._batches("train", train=True))
@@ -127,8 +132,10 @@ class ClassifyTask:
             spatial = [m.weights for m in modules.values() if m.weights is not None and m.weights_over == "positions"]
         if not spatial:
             return {}
+        weights = spatial[-1].float()
+        weights = weights.reshape(len(weights), -1, weights.shape[-1]).mean(1)  # several maps an image: their mean
         images = (x * self.std.to(x.device).view(1, -1, 1, 1) + self.mean.to(x.device).view(1, -1, 1, 1))
-        path = attention_grid_figure(images.clamp(0, 1).cpu(), spatial[-1].float().cpu(), y[:8].tolist(),
+        path = attention_grid_figure(images.clamp(0, 1).cpu(), weights.cpu(), y[:8].tolist(),
                                      self.data.classes, out_dir / "attention.png")
         return {"attention": path}
 
