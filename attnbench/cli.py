@@ -30,6 +30,7 @@ commands:
   compare PATH...      variants side by side: mean ± 95% CI over seeds, Δ and p against model=none, cost
                        (--format table|markdown|csv|json, --out FILE, --plot FILE.png; see `compare --help`)
   list                 variants (slot, paper, task families), data sets and backbones
+  bench [options]      step cost per variant, trainer overhead, module parity, attention scaling
 
 `attnbench train --help` lists the config groups and their options."""
 
@@ -383,6 +384,21 @@ def list_catalogue(args: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- bench
+
+
+def benchmark(args: list[str]) -> int:
+    from . import bench
+    from .errors import UserError
+
+    try:
+        return bench.main(args)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        return fail(str(e))
+
+
 # ---------------------------------------------------------------------------------------- main
 
 def compare_runs(args: list[str]) -> int:
@@ -391,7 +407,7 @@ def compare_runs(args: list[str]) -> int:
     return run_compare(args)
 
 
-COMMANDS = {"train": train, "eval": evaluate_run, "compare": compare_runs, "list": list_catalogue}
+COMMANDS = {"train": train, "eval": evaluate_run, "compare": compare_runs, "list": list_catalogue, "bench": benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,10 +24,13 @@ class TrainerConfig:
     nesterov: bool = True
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | step | constant
+    schedule: str = "cosine"  # cosine | linear | step | constant
     warmup_epochs: float = 0.0
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step schedule, fractions of training
     gamma: float = 0.1
+    warmup_start_factor: float = 0.0  # the warm-up starts at lr × this and rises linearly to lr
+    end_factor: float = 0.0  # cosine and linear schedules end at lr × this
+    norm_lr_scale: float = 1.0  # lr multiplier for normalisation layers' parameters (BatchNorm shifts)
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None  # max global gradient norm; null = no clipping
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
@@ -114,8 +117,12 @@ def check_trainer(cfg: Any) -> None:
         (cfg.log_every >= 1, f"trainer.log_every must be at least 1, got {cfg.log_every}"),
         (cfg.devices >= 1, f"trainer.devices must be at least 1 (processes, one GPU each), got {cfg.devices}"),
         (cfg.optimizer in ("sgd", "adamw"), f"trainer.optimizer must be sgd or adamw, not {cfg.optimizer!r}"),
-        (cfg.schedule in ("cosine", "step", "constant"),
-         f"trainer.schedule must be cosine, step or constant, not {cfg.schedule!r}"),
+        (cfg.schedule in ("cosine", "linear", "step", "constant"),
+         f"trainer.schedule must be cosine, linear, step or constant, not {cfg.schedule!r}"),
+        (0 <= cfg.warmup_start_factor <= 1,
+         f"trainer.warmup_start_factor must be in [0, 1], got {cfg.warmup_start_factor}"),
+        (0 <= cfg.end_factor <= 1, f"trainer.end_factor must be in [0, 1], got {cfg.end_factor}"),
+        (cfg.norm_lr_scale > 0, f"trainer.norm_lr_scale must be positive, got {cfg.norm_lr_scale}"),
         (cfg.precision in ("auto", "bf16", "fp32"),
          f"trainer.precision must be auto, bf16 or fp32, not {cfg.precision!r}"),
     ]

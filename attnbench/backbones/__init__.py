@@ -5,11 +5,13 @@ from torch import nn
 from .base import SlotFactory
 from .captioner import CNNCaptioner, ResNetCaptioner
 from .resnet import ResNet
+from .speednet import SpeedNet
 from .text import BiGRU, TextCNN, TransformerText
 
 # backbone config ``name`` -> class; a class's ``slots`` says which slot kinds it offers
 BACKBONES: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
+    "speednet": SpeedNet,
     "bigru": BiGRU,
     "textcnn": TextCNN,
     "text_transformer": TransformerText,
@@ -17,5 +19,5 @@ BACKBONES: dict[str, type[nn.Module]] = {
     "caption_resnet": ResNetCaptioner,
 }
 
-__all__ = ["BACKBONES", "BiGRU", "CNNCaptioner", "ResNet", "ResNetCaptioner", "SlotFactory", "TextCNN",
+__all__ = ["BACKBONES", "BiGRU", "CNNCaptioner", "ResNet", "ResNetCaptioner", "SlotFactory", "SpeedNet", "TextCNN",
            "TransformerText"]

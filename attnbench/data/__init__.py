@@ -5,6 +5,7 @@ from collections.abc import Callable
 from .captions import load_caption_file, load_caption_hub, load_coco, load_shapes
 from .images import load_cifar, load_digits, load_image_folder
 from .reviews import load_reviews
+from .synthetic import load_synthetic
 from .text import load_hub_text, load_text_file
 
 # data config ``name`` -> loader; the loader's keyword arguments are the other keys of the data config
@@ -12,6 +13,7 @@ LOADERS: dict[str, Callable] = {
     "digits": load_digits,
     "cifar": load_cifar,
     "image_folder": load_image_folder,
+    "synthetic": load_synthetic,
     "reviews": load_reviews,
     "hub_text": load_hub_text,
     "text_file": load_text_file,

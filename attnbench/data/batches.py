@@ -18,26 +18,33 @@ from torch import Tensor
 
 @dataclass
 class Augment:
-    """Random translation by up to ``crop_pad`` pixels (pad-and-crop) and horizontal flips."""
+    """Random translation by up to ``crop_pad`` pixels (zero pad and crop) and horizontal flips.
+
+    Both are one gather: each sample's rows and columns are shifted (and the columns reversed when it is
+    flipped), so the batch is read once. Works on any dtype; the data path applies it to the uint8 images,
+    before the conversion to float (a quarter of the bytes to move; a zero-padded pixel is black either way).
+    """
 
     crop_pad: int = 0
     flip: bool = False
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        if self.crop_pad <= 0 and not self.flip:
+            return x
         b, _, h, w = x.shape
+        rows = torch.arange(h, device=x.device).expand(b, h)
+        cols = torch.arange(w, device=x.device).expand(b, w)
         if self.crop_pad > 0:
             p = self.crop_pad
-            padded = F.pad(x, (p, p, p, p))
+            x = F.pad(x, (p, p, p, p))
             shift = torch.randint(0, 2 * p + 1, (b, 2), device=x.device, generator=generator)
-            rows = (shift[:, 0:1] + torch.arange(h, device=x.device)).view(b, 1, h, 1)
-            cols = (shift[:, 1:2] + torch.arange(w, device=x.device)).view(b, 1, 1, w)
-            batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
-            channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
-            x = padded[batch, channel, rows, cols]
+            rows, cols = rows + shift[:, 0:1], cols + shift[:, 1:2]
         if self.flip:
             flip = torch.rand(b, device=x.device, generator=generator) < 0.5
-            x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
-        return x
+            cols = torch.where(flip[:, None], cols.flip(1), cols)
+        batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+        channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+        return x[batch, channel, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
 
 
 class TensorBatches:
@@ -55,8 +62,9 @@ class TensorBatches:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world = rank, world
-        self.mean = mean.to(images.device).view(1, -1, 1, 1)
-        self.std = std.to(images.device).view(1, -1, 1, 1)
+        # (x/255 − mean)/std as (x − 255·mean)·(1/(255·std)): two in-place passes over the float batch
+        self.shift = (mean * 255).to(images.device).view(1, -1, 1, 1)
+        self.scale = (1 / (std * 255)).to(images.device).view(1, -1, 1, 1)
         self.augment = augment
         self.generator = generator
 
@@ -74,10 +82,10 @@ class TensorBatches:
         order = self.order(epoch)
         for i in range(start, len(self)):
             index = order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
-            x = self.images[index].float().div_(255)
+            x = self.images[index]
             if self.augment is not None and self.generator is not None:
                 x = self.augment(x, self.generator)
-            yield (x - self.mean) / self.std, self.labels[index]
+            yield x.float().sub_(self.shift).mul_(self.scale), self.labels[index]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.epoch(0)

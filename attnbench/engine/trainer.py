@@ -282,20 +282,11 @@ class Trainer:
         synchronize(self.device)
         started, samples = time.perf_counter(), 0
         for batch in task.train_batches(epoch, self.state.batch):
-            with self._autocast():
-                loss, size = self._training_loss(batch)
-                extra = aux_losses(model)
-                total = loss + sum(extra.values()) if extra else loss
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.schedule.step()
+            total, extra, size = self.train_step(batch)
             self.state.step += 1
             self.state.batch += 1
-            window.append(total.detach())
-            loss_sum += total.detach()
+            window.append(total)
+            loss_sum += total
             for name, value in extra.items():
                 aux_sum[name] = aux_sum.get(name, 0) + value.detach()
             if warmup_left:
@@ -330,6 +321,22 @@ class Trainer:
         metrics.update({f"train/aux/{n}": v for n, v in zip(names, aux)})
         self.state.epoch_loss, self.state.epoch_aux = 0.0, {}
         return metrics
+
+    def train_step(self, batch: Any) -> tuple[Tensor, dict[str, Tensor], int]:
+        """One optimisation step on one batch, without synchronising with the device: the loss with the
+        auxiliary losses added (detached), the auxiliary losses, and the batch size."""
+        model = self.task.model
+        with self._autocast():
+            loss, size = self._training_loss(batch)
+            extra = aux_losses(model)
+            total = loss + sum(extra.values()) if extra else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        return total.detach(), extra, size
 
     def _training_loss(self, batch: Any) -> tuple[Tensor, int]:
         try:
