@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install train test lint clean
+.PHONY: install train test lint bench clean
 
 install: $(INSTALLED)
 
@@ -12,7 +12,7 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,cluster]"
 	touch $(INSTALLED)
 
 train: $(INSTALLED)  ## the embedded default: digits + CBAM, offline
@@ -20,6 +20,9 @@ train: $(INSTALLED)  ## the embedded default: digits + CBAM, offline
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+bench: $(INSTALLED)  ## step cost, trainer overhead, module parity, attention scaling (docs/performance.md)
+	$(BIN)/attnbench bench
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check attnbench tests scripts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ def sweep_statuses(sweep_dir: Path) -> dict[Path, str]:
 
 
 class SweepSummary(Callback):
-    """Count the jobs of the sweep by status and say which failed."""
+    """Count the jobs of the sweep by status and say which failed, then print the comparison table (also
+    written to the sweep directory and, when the sweep logs to W&B, to a summary run there)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -44,3 +46,11 @@ class SweepSummary(Callback):
         console.print(f"sweep {sweep_dir}: {len(statuses)} jobs, {tally}")
         for run_dir in failed:
             console.print(f"[yellow]not completed:[/yellow] {run_dir} ({statuses[run_dir]})")
+        try:
+            from .compare import sweep_report
+
+            sweep_report(sweep_dir, config.get("logger"))
+        except Exception as e:  # the jobs are done and counted: a failed summary must not lose that
+            logging.getLogger("attnbench").exception("sweep comparison failed")
+            console.print(f"[yellow]warning:[/yellow] no comparison table: {type(e).__name__}: {e} "
+                          f"(`attnbench compare {sweep_dir}` tries again)")

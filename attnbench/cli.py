@@ -1,4 +1,4 @@
-"""attnbench train | eval | list — the command line.
+"""attnbench train | eval | compare | list — the command line.
 
 ``train`` is a Hydra application. Before Hydra creates any directory, every job of the command is composed
 and checked, so a mistake (an unknown variant, a misspelt key, a variant with no slot in the task) ends with
@@ -13,6 +13,13 @@ import os
 import sys
 from pathlib import Path
 
+# OpenMP's idle threads spin by default. On a CPU shared with other jobs (CI, parallel sweeps, a laptop) the
+# spinning threads take the cores the work needs and small models train many times slower (a caption step on
+# a loaded 2-core machine: 0.28 s of CPU passive, 4.4 s spinning). Set before torch loads; a user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import launch  # noqa: E402  registers the config resolvers every process that runs jobs needs
+
 USAGE = """usage: attnbench <command> [arguments]
 
 commands:
@@ -20,7 +27,10 @@ commands:
   train -m [overrides] a grid: comma-separated values sweep (model=none,se,cbam seed=0,1,2)
   train resume=DIR     continue an interrupted run in place, with its own configuration
   eval DIR             test metrics of a run directory's best checkpoint
+  compare PATH...      variants side by side: mean ± 95% CI over seeds, Δ and p against model=none, cost
+                       (--format table|markdown|csv|json, --out FILE, --plot FILE.png; see `compare --help`)
   list                 variants (slot, paper, task families), data sets and backbones
+  bench [options]      step cost per variant, trainer overhead, module parity, attention scaling
 
 `attnbench train --help` lists the config groups and their options."""
 
@@ -142,6 +152,7 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
     for prefix, cfg in composed:
         try:
             check(cfg, dict(cfg.hydra.runtime.choices))
+            launch.check(cfg, multirun)
         except UserError as e:
             return prefix + str(e)
     try:
@@ -159,14 +170,21 @@ def _hydra_task(cfg) -> dict | None:
     from .engine import Interrupted
     from .errors import UserError
     from .job import run_job
+    from .track import RunDirectory
     from .track.console import error
 
     hc = HydraConfig.get()
     in_sweep = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
+    run = RunDirectory(hc.runtime.output_dir)
+    # a single run refused before it trained (a missing data path, a corrupt file) leaves no directory behind;
+    # a sweep keeps its failed jobs' directories, which the sweep's summary and compare report
+    discard_if_refused = not in_sweep and run.is_unstarted()
     try:
-        return run_job(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
+        with launch.job(cfg, hc):
+            return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
     except Interrupted as e:
+        launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -174,6 +192,9 @@ def _hydra_task(cfg) -> dict | None:
         error(f"job {','.join(overrides)}: {e}" if in_sweep else str(e))
         if in_sweep:
             return None
+        if discard_if_refused and not run.checkpoints.exists():
+            logging.shutdown()  # closes train.log
+            run.discard(stop=Path.cwd())
         raise SystemExit(2) from None
     except Exception as e:
         if not in_sweep:
@@ -200,13 +221,27 @@ def train(args: list[str]) -> int:
         problem = preflight(overrides, multirun)
         if problem:
             return fail(problem)
+        first = _first_job(overrides, multirun)
+        if launch.needs_torchrun(first.trainer.devices, launch.launcher_name(first)):
+            launch.start_torchrun(first.trainer.devices, args)  # does not return: this process becomes torchrun
+        launch.join_torchrun(first.trainer.device)
+        args = [*args, *launch.agreed_directories(first)]
     register_schemas()
     main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
     sys.argv = ["attnbench train", *args]
     last_sweep.clear()
     main()
-    failed = len(last_sweep.get("failed", []))
+    failed = len(last_sweep.get("failed", [])) if launch.process_rank() == 0 else 0  # rank 0 counts for all
+    launch.leave()
     return min(failed, 125)
+
+
+def _first_job(overrides: list[str], multirun: bool):
+    """The first job's configuration, with its Hydra node (already checked by ``preflight``)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="train"):
+        return compose("config", overrides=expand_jobs(overrides, multirun)[0], return_hydra_config=True)
 
 
 def _run_config(run_dir: Path):
@@ -225,15 +260,19 @@ def _run_config(run_dir: Path):
 
 
 def resume_run(path: str) -> int:
-    from .engine import Interrupted
+    from .engine import Interrupted, check_fingerprint
     from .errors import UserError
-    from .job import run_job
+    from .job import fingerprint, run_job
     from .track import RunDirectory
     from .track.console import info
 
     run_dir = Path(path).expanduser()
     try:
         cfg, choices, overrides = _run_config(run_dir)
+        devices = cfg.trainer.get("devices", 1)
+        if launch.needs_torchrun(devices):
+            launch.start_torchrun(devices, [f"resume={path}"])  # the run continues on as many GPUs as it began
+        launch.join_torchrun(cfg.trainer.device)
         run = RunDirectory(run_dir)
         status = (run.read_summary() or {}).get("status")
         if status == "completed":
@@ -242,9 +281,12 @@ def resume_run(path: str) -> int:
         if not run.last.exists():
             raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from (it stopped before its first "
                             f"checkpoint); start the run again")
-        handler = logging.FileHandler(run_dir / "train.log")
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.INFO)
+        # a truncated or foreign checkpoint is refused here, before the run's log or summary is touched
+        check_fingerprint(run.load_checkpoint(run.last), fingerprint(cfg), run.last)
+        if launch.process_rank() == 0:
+            handler = logging.FileHandler(run_dir / "train.log")
+            logging.getLogger().addHandler(handler)
+            logging.getLogger().setLevel(logging.INFO)
         run_job(cfg, run_dir, choices, overrides, resume=True)
     except Interrupted as e:
         return 128 + e.signum
@@ -252,6 +294,7 @@ def resume_run(path: str) -> int:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         return fail(str(e))
+    launch.leave()
     return 0
 
 
@@ -341,9 +384,30 @@ def list_catalogue(args: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- bench
+
+
+def benchmark(args: list[str]) -> int:
+    from . import bench
+    from .errors import UserError
+
+    try:
+        return bench.main(args)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        return fail(str(e))
+
+
 # ---------------------------------------------------------------------------------------- main
 
-COMMANDS = {"train": train, "eval": evaluate_run, "list": list_catalogue}
+def compare_runs(args: list[str]) -> int:
+    from .compare import run_compare
+
+    return run_compare(args)
+
+
+COMMANDS = {"train": train, "eval": evaluate_run, "compare": compare_runs, "list": list_catalogue, "bench": benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,16 +24,22 @@ class TrainerConfig:
     nesterov: bool = True
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | step | constant
+    schedule: str = "cosine"  # cosine | linear | step | constant
     warmup_epochs: float = 0.0
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step schedule, fractions of training
     gamma: float = 0.1
+    warmup_start_factor: float = 0.0  # the warm-up starts at lr × this and rises linearly to lr
+    end_factor: float = 0.0  # cosine and linear schedules end at lr × this
+    norm_lr_scale: float = 1.0  # lr multiplier for normalisation layers' parameters (BatchNorm shifts)
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None  # max global gradient norm; null = no clipping
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     channels_last: bool = True  # CUDA only, convolutional backbones
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    devices: int = 1  # processes for one run (DDP, one GPU each on CUDA); >1 starts torchrun
+    sync_batchnorm: bool = False  # DDP on CUDA: batch-norm statistics over the global batch
+    find_unused_parameters: bool = False  # DDP: for variants that leave some parameters without gradient
     deterministic: bool = True  # CPU runs are bit-for-bit repeatable
     log_every: int = 50  # steps between progress updates (each one a device sync)
 
@@ -59,8 +65,40 @@ class Config:
 
 
 def register_schemas() -> None:
-    """Make ``schema`` available to ``conf/config.yaml``'s defaults list (first entry)."""
+    """Make ``schema`` available to ``conf/config.yaml``'s defaults list (first entry), and the launcher
+    plugins' schemas to the launcher configs in ``conf/hydra/launcher/``."""
     ConfigStore.instance().store(name="schema", node=Config)
+    register_launcher_schemas()
+
+
+def register_launcher_schemas() -> None:
+    """The schemas of the launcher plugins (the ``cluster`` extra) as ``hydra/launcher/base_<name>``, which
+    ``conf/hydra/launcher/<name>.yaml`` extends, so a misspelt launcher key is refused like any other.
+
+    The plugins store the same schemas under ``<name>`` itself; those entries are dropped, since our YAML
+    of that name replaces them (Hydra would otherwise also match the YAML against its namesake, a
+    deprecated automatic schema match that clashes with the defaults list). A plugin that is not installed
+    gets an empty placeholder, so the configs still compose and the pre-flight check can say what to install."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # Hydra's plugin scan (re)runs the plugins' config modules once per process: first
+    store = ConfigStore.instance()
+    schemas: dict[str, Any] = {"submitit_slurm": {}, "submitit_local": {}, "joblib": {}}
+    try:
+        from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+
+        schemas.update(submitit_slurm=SlurmQueueConf, submitit_local=LocalQueueConf)
+    except ImportError:
+        pass
+    try:
+        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+        schemas.update(joblib=JobLibLauncherConf)
+    except ImportError:
+        pass
+    for name, schema in schemas.items():
+        store.store(group="hydra/launcher", name=f"base_{name}", node=schema, provider="attnbench")
+        store.repo.get("hydra", {}).get("launcher", {}).pop(f"{name}.yaml", None)
 
 
 def check_trainer(cfg: Any) -> None:
@@ -77,9 +115,14 @@ def check_trainer(cfg: Any) -> None:
         (cfg.grad_clip is None or cfg.grad_clip > 0,
          f"trainer.grad_clip must be positive or null, got {cfg.grad_clip}"),
         (cfg.log_every >= 1, f"trainer.log_every must be at least 1, got {cfg.log_every}"),
+        (cfg.devices >= 1, f"trainer.devices must be at least 1 (processes, one GPU each), got {cfg.devices}"),
         (cfg.optimizer in ("sgd", "adamw"), f"trainer.optimizer must be sgd or adamw, not {cfg.optimizer!r}"),
-        (cfg.schedule in ("cosine", "step", "constant"),
-         f"trainer.schedule must be cosine, step or constant, not {cfg.schedule!r}"),
+        (cfg.schedule in ("cosine", "linear", "step", "constant"),
+         f"trainer.schedule must be cosine, linear, step or constant, not {cfg.schedule!r}"),
+        (0 <= cfg.warmup_start_factor <= 1,
+         f"trainer.warmup_start_factor must be in [0, 1], got {cfg.warmup_start_factor}"),
+        (0 <= cfg.end_factor <= 1, f"trainer.end_factor must be in [0, 1], got {cfg.end_factor}"),
+        (cfg.norm_lr_scale > 0, f"trainer.norm_lr_scale must be positive, got {cfg.norm_lr_scale}"),
         (cfg.precision in ("auto", "bf16", "fp32"),
          f"trainer.precision must be auto, bf16 or fp32, not {cfg.precision!r}"),
     ]

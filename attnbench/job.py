@@ -3,6 +3,7 @@
 Used by ``attnbench train`` (a Hydra job, single or one of a sweep) and by ``attnbench train resume=DIR``.
 In a sweep, a job that finds its folder already holds a completed run skips it, an interrupted one resumes
 from its checkpoint, and a failed one starts again, so rerunning a sweep command finishes the sweep.
+Under DDP every rank runs the job; rank 0 alone writes the run directory and talks to W&B.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .attention import attention_parameters
-from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint
+from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint, distributed
 from .tasks import build_task
-from .track import RunDirectory, create_logger
+from .track import Logger, RunDirectory, create_logger
 from .track.console import console, info, summary_table
 
 
@@ -71,12 +72,13 @@ def _clear(run: RunDirectory) -> None:
 def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str], *,
             in_sweep: bool = False, resume: bool = False) -> dict[str, Any]:
     run = RunDirectory(run_dir)
+    world = distributed.current()
     if in_sweep:
-        found = _previous_run(run)
+        found = distributed.broadcast_object(_previous_run(run) if world.main else None)  # rank 0 decides
         if found == "completed":
             info(f"{run_dir}: already completed, skipped")
             return run.read_summary() or {}
-        if found == "rerun":
+        if found == "rerun" and world.main:
             _clear(run)
         resume = found == "resume"
 
@@ -98,17 +100,23 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
                                tags=[task.family, f"data={choices['data']}", f"backbone={choices['backbone']}",
                                      f"model={choices['model']}"],
                                config=OmegaConf.to_container(cfg, resolve=True),
-                               run_id=checkpoint.get("wandb_id") if checkpoint else None)
+                               run_id=checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
         trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
         trainer.setup(checkpoint)
-        task.save_artifacts(run.path)
+        if world.main:
+            task.save_artifacts(run.path)
         if checkpoint is not None:
             info(f"resuming {run_dir} at epoch {trainer.state.epoch}, step {trainer.state.step}")
         trainer.fit()
         trainer.test()
-        figures = task.figures(task.model, run.figures)
-        summary.update(status="completed", **trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
-        logger.log_images(figures, step=trainer.state.step)
+        if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
+            figures = task.figures(task.model, run.figures)
+            summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
+            logger.log_images(figures, step=trainer.state.step)
+        notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null in this run
+        if notes:
+            summary["notes"] = notes
+        summary["status"] = "completed"
     except Interrupted as e:
         summary.update(status="interrupted", error=str(e))
         raise
@@ -121,7 +129,8 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         raise
     finally:
         summary.update(_measurements(trainer, task, started, previous))
-        run.write_summary(summary)
+        if world.main:
+            run.write_summary(summary)
         if logger is not None:
             logger.set_summary({**summary["metrics"], "status": summary["status"]})
             logger.finish(exit_code=0 if summary["status"] == "completed" else 1)

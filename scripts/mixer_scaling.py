@@ -26,22 +26,10 @@ import time
 
 import torch
 
-from attnbench.attention.mixer import MultiHeadAttention, RelativePositionAttention, merge_heads
+from attnbench.attention.mixer import MultiHeadAttention, RelativePositionAttention
+from attnbench.bench import naive_relpos  # the N×N×d reference that relpos must not become
 
 VARIANTS = ("mha", "relpos", "naive")
-
-
-def naive_relpos(module: RelativePositionAttention, x: torch.Tensor) -> torch.Tensor:
-    """Shaw et al.'s formula with the (N, N, d) tensors aᴷ_ij and aⱽ_ij formed explicitly: the reference that
-    ``RelativePositionAttention`` must not become."""
-    q, k, v = module.project(x)
-    n = x.shape[1]
-    buckets = module.distance_buckets(n, x.device)
-    a_key, a_value = module.rel_key[buckets], module.rel_value[buckets]  # (N, N, d) each
-    scores = (q @ k.transpose(-2, -1) + torch.einsum("bhid,ijd->bhij", q, a_key)) * module.scale
-    weights = scores.softmax(-1)
-    out = weights @ v + torch.einsum("bhij,ijd->bhid", weights, a_value)
-    return module.out_proj(merge_heads(out))
 
 
 def build(variant: str, dim: int, heads: int) -> torch.nn.Module:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
 from runner import assert_complete_summary, attnbench, run_dirs, summary
 
 SWEEP = ["train", "-m", "seed=0,1,2,3", "trainer.epochs=3", "logger=none", "model=se"]
@@ -42,7 +40,8 @@ def test_sweep_killed_in_job_three_finishes_with_one_rerun(tmp_path: Path) -> No
         assert (d / "summary.json").read_bytes() == done[d.name]
         assert (d / "summary.json").stat().st_mtime_ns == stamps[d.name]
     assert rerun.stdout.count("already completed, skipped") == 2
-    assert f"resuming {third}" in rerun.stdout.replace(str(tmp_path) + "/", "")
+    resumed = [line for line in rerun.stdout.splitlines() if line.startswith("resuming")]
+    assert len(resumed) == 1 and third.name in resumed[0]
     for killed, straight in zip(jobs, _jobs(tmp_path / "straight")):
         assert assert_complete_summary(killed)["metrics"] == summary(straight)["metrics"]
 
@@ -57,40 +56,6 @@ def test_nan_job_fails_alone_and_the_sweep_reports_it(tmp_path: Path) -> None:
     failed = summary(bad)
     assert failed["status"] == "failed" and "nan" in failed["error"] and failed["step"] >= 1
     assert "trainer.lr" in failed["hint"]
-
-
-def _one_run(tmp_path: Path, name: str, *overrides: str) -> Path:
-    attnbench("train", "trainer.epochs=1", "logger=none", f"hydra.run.dir={name}", *overrides, cwd=tmp_path,
-              check=True)
-    return tmp_path / name
-
-
-class _Payload:
-    def __reduce__(self):
-        return (os.system, ("touch PWNED",))
-
-
-def test_checkpoints_load_weights_only_and_refuse_foreign_or_truncated(tmp_path: Path) -> None:
-    run = _one_run(tmp_path, "run")
-    other = _one_run(tmp_path, "other", "model=se")
-    best = run / "checkpoints" / "best.pt"
-    original = best.read_bytes()
-
-    def eval_line() -> str:
-        result = attnbench("eval", str(run), cwd=tmp_path)
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-        [line] = result.stderr.strip().splitlines()
-        return line
-
-    torch.save({"model": _Payload()}, best)  # a crafted pickle: loading it must execute nothing
-    assert "cannot be loaded" in eval_line()
-    assert not (tmp_path / "PWNED").exists()
-
-    best.write_bytes(original[: len(original) // 2])
-    assert "truncated" in eval_line()
-
-    best.write_bytes((other / "checkpoints" / "best.pt").read_bytes())
-    assert "comes from another configuration" in eval_line()
 
 
 def test_no_secret_is_written_and_unreachable_wandb_falls_back_offline(tmp_path: Path) -> None:

@@ -7,6 +7,11 @@ of a model the same way, so no variant is special-cased:
 * auxiliary losses (already multiplied by their coefficients), e.g. the multi-query penalty;
 * diagnostics, e.g. attention entropy or the number of open heads;
 * its attention weights, kept only while capture is on (for pictures and evidence scores).
+
+One hook runs the other way, from the task to the variants: ``send_reward(model, reward)`` hands every module
+a per-sample reward of the last forward pass (the caption task sends each caption's log-likelihood). Variants
+that learn from a reward (``hard`` attention's REINFORCE) override ``reinforce`` and turn it into an auxiliary
+loss; every other variant ignores it, and the engine never sees it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ class Attention(nn.Module):
 
     slot: str = ""
     paper: str = ""
-    weights_over = "positions"  # what the recorded weights are spread over: "positions" or "channels"
+    weights_over = "positions"  # what the recorded weights are spread over: "positions", "channels", "regions"
 
     def __init__(self) -> None:
         super().__init__()
@@ -45,6 +50,12 @@ class Attention(nn.Module):
     def add_loss(self, name: str, value: Tensor) -> None:
         """Register an auxiliary loss of the current forward pass (coefficient already applied)."""
         self._losses[name] = value
+
+    def reinforce(self, reward: Tensor) -> None:
+        """Receive a reward (B,) for the samples of the last forward pass; higher is better, no gradient.
+
+        The default ignores it; a variant that samples overrides this and calls ``add_loss`` with its
+        surrogate loss."""
 
     def add_diagnostic(self, name: str, value: Tensor) -> None:
         self._diagnostics[name] = value.detach()
@@ -85,6 +96,14 @@ def aux_losses(model: nn.Module) -> dict[str, Tensor]:
         for name, value in module.pop_losses().items():
             total[name] = total[name] + value if name in total else value
     return total
+
+
+def send_reward(model: nn.Module, reward: Tensor) -> None:
+    """Hand the per-sample reward of the last forward pass to every attention module (see ``reinforce``).
+    Call it between the forward pass and ``aux_losses``, so the surrogate losses it creates are collected."""
+    reward = reward.detach()
+    for _, module in attention_modules(model):
+        module.reinforce(reward)
 
 
 def diagnostics(model: nn.Module) -> dict[str, Tensor]:

@@ -17,7 +17,7 @@ runs the fused ``F.scaled_dot_product_attention`` and never keeps an N×N matrix
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,11 @@ from torch import Tensor, nn
 
 from .base import Attention
 from .scores import check_norm, normalize
+
+try:
+    from torch.nn.attention.flex_attention import AuxRequest, BlockMask, create_block_mask, flex_attention
+except ImportError:  # a torch without flex_attention: every mixer runs its dense path
+    flex_attention = None
 
 # scores that are a dot product of (transformed) queries and keys, so fused attention kernels can compute them;
 # ``general`` (qᵀWk) adds nothing to learned query and key projections (W folds into them), and ``additive``
@@ -65,6 +70,83 @@ def fused_mask(mask: Tensor | None) -> Tensor | None:
 def merge_heads(x: Tensor) -> Tensor:
     """(B, h, N, d) -> (B, N, h·d), heads side by side as ``torch.nn.MultiheadAttention`` concatenates them."""
     return x.transpose(1, 2).flatten(2)
+
+
+# ----------------------------------------------------------------------------- flex_attention (CUDA)
+#
+# torch.nn.attention.flex_attention fuses a score modification and a block-sparse mask into one attention
+# kernel that never keeps the N×N scores. It trains only on CUDA: on the CPU (torch 2.15) it has no backward,
+# and uncompiled it forms the N×N scores anyway, so there the mixers run their dense (or band) paths.
+
+MAX_BAND = 128  # widest band of offsets (2k+1 for relpos, 2D+1 for local) gathered as (N, band, d) tensors
+_compiled_flex: Callable | None = None
+_block_masks: dict[tuple, BlockMask] = {}
+
+
+def flex_kernel(device: torch.device) -> Callable | None:
+    """``flex_attention`` compiled into a fused kernel where it trains (CUDA); None elsewhere."""
+    global _compiled_flex
+    if flex_attention is None or device.type != "cuda":
+        return None
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex
+
+
+def offset_block_mask(kind: str, n: int, reach: int, device: torch.device) -> BlockMask:
+    """The block mask of the keys j of query i with j − i < −reach (``before``), > reach (``after``), or
+    |j − i| ≤ reach (``within``); built once per length and device (it depends on nothing else)."""
+    key = (kind, n, reach, str(device))
+    if key not in _block_masks:
+        def before(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+            return kv - q < -reach
+
+        def after(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+            return kv - q > reach
+
+        def within(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+            return (kv - q).abs() <= reach
+
+        mask_mod = {"before": before, "after": after, "within": within}[kind]
+        _block_masks[key] = create_block_mask(mask_mod, None, None, n, n, device=device)
+    return _block_masks[key]
+
+
+def padding_score_mod(keep: Tensor | None, extra: Callable | None = None) -> Callable | None:
+    """A flex score modification giving padded keys (``keep`` False, (B, N)) −∞, after ``extra``."""
+    if keep is None:
+        return extra
+
+    def score_mod(score: Tensor, b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+        if extra is not None:
+            score = extra(score, b, h, q, kv)
+        return torch.where(keep[b, kv], score, -float("inf"))
+
+    return score_mod
+
+
+def attention_with_lse(kernel: Callable, q: Tensor, k: Tensor, v: Tensor, score_mod: Callable | None,
+                       block_mask: BlockMask, scale: float) -> tuple[Tensor, Tensor]:
+    """flex attention over the keys of ``block_mask``: each query's weighted sum of values (B, h, N, d) and the
+    log of its softmax normaliser (B, h, N), −∞ (and a zero output) where a query has no key there."""
+    out, aux = kernel(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,
+                      return_aux=AuxRequest(lse=True))
+    return out, aux.lse
+
+
+def band_index(n: int, reach: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(N, 2·reach+1) key index i + r for every offset r in [−reach, reach], clamped into the sequence, and
+    whether i + r lies inside it."""
+    index = torch.arange(n, device=device)[:, None] + torch.arange(-reach, reach + 1, device=device)
+    inside = (index >= 0) & (index < n)
+    return index.clamp(0, n - 1), inside
+
+
+def band_keys(mask: Tensor | None, index: Tensor, inside: Tensor) -> Tensor:
+    """Which band entries are real keys: (B, 1, N, band), or (N, band) without padding."""
+    if mask is None:
+        return inside
+    return (inside & mask[:, index])[:, None]
 
 
 class Mixer(Attention):
@@ -138,9 +220,13 @@ class MultiHeadAttention(Mixer):
             q, k = F.normalize(q, dim=-1) * self.log_scale.exp(), F.normalize(k, dim=-1)
         return q, k, v
 
+    def path(self, n: int, device: torch.device) -> str:
+        """The code path ``attend`` takes for N tokens on ``device``: ``fused`` or ``dense``."""
+        return "fused" if self.norm == "softmax" and not self.recording else "dense"
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """Each head's weighted sum of values, (B, h, N, d)."""
-        if self.norm == "softmax" and not self.recording:
+        if self.path(q.shape[-2], q.device) == "fused":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=fused_mask(mask), dropout_p=self.dropout,
                                                   scale=self.scale)
         weights = normalize((q * self.scale) @ k.transpose(-2, -1), key_mask(mask), self.norm)
@@ -174,10 +260,13 @@ class RelativePositionAttention(MultiHeadAttention):
     (one per clipped distance clip(j − i, k), shared by the heads, as in the paper) enter keys and values:
     e_ij = q_i·(k_j + aᴷ_ij)/√d, z_i = Σ_j α_ij (v_j + aⱽ_ij). ``max_distance`` is k.
 
-    Nothing of size N×N×d is formed: q_i·aᴷ is a (N, 2k+1) product gathered into the N×N scores, and
-    Σ_j α_ij aⱽ_ij sums each row's weights per distance bucket, then multiplies by aⱽ: O(N²) memory, like the
-    weights themselves. ``attend`` picks the code path, so a fused one (``flex_attention`` with the relative
-    term as a score modification) can sit beside ``attend_dense``.
+    Nothing of size N×N×d is formed. ``attend_dense`` (CPU, evaluation, other norms): q_i·aᴷ is a (N, 2k+1)
+    product gathered into the N×N scores, and Σ_j α_ij aⱽ_ij sums each row's weights per distance bucket, then
+    multiplies by aⱽ: O(N²) memory, like the weights themselves. ``attend_flex`` (CUDA training): keys further
+    than k from the query all use the clipped vectors aᴷ_{∓k}, aⱽ_{∓k}, so those two regions are plain
+    attention — two block-sparse ``flex_attention`` calls, each returning its softmax normaliser — shifted by
+    the per-query constant q_i·aᴷ_{∓k}; the 2k+1 nearest keys are scored directly from an (N, 2k+1, d) gather.
+    The three parts merge exactly through their normalisers: O(N·k·d) memory, nothing N×N.
 
     The score is the paper's scaled dot product (a cosine would need the norm of every k_j + aᴷ_ij, i.e. the
     N×N×d tensor); ``temperature`` divides it, ``norm`` picks the normalisation.
@@ -195,8 +284,44 @@ class RelativePositionAttention(MultiHeadAttention):
         self.rel_key = nn.Parameter(torch.randn(buckets, self.head_dim) * self.head_dim ** -0.5)
         self.rel_value = nn.Parameter(torch.randn(buckets, self.head_dim) * self.head_dim ** -0.5)
 
+    def path(self, n: int, device: torch.device) -> str:
+        """``flex`` where flex_attention trains (CUDA), for softmax without attention dropout and not
+        recording weights; ``dense`` otherwise."""
+        if (self.norm == "softmax" and not self.recording and not (self.training and self.dropout)
+                and 2 * self.max_distance + 1 <= MAX_BAND and flex_kernel(device) is not None):
+            return "flex"
+        return "dense"
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        if self.path(q.shape[-2], q.device) == "flex":
+            return self.attend_flex(q, k, v, mask, flex_kernel(q.device))
         return self.attend_dense(q, k, v, mask)
+
+    def attend_flex(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, kernel: Callable) -> Tensor:
+        """The three-region form (class docstring); ``kernel`` is flex_attention (compiled on CUDA)."""
+        n, reach = q.shape[-2], self.max_distance
+        keep = None if mask is None else mask | ~mask.any(-1, keepdim=True)  # as ``fused_mask``: no empty rows
+        score_mod = padding_score_mod(keep)
+        out_before, lse_before = attention_with_lse(kernel, q, k, v, score_mod,
+                                                    offset_block_mask("before", n, reach, q.device), self.scale)
+        out_after, lse_after = attention_with_lse(kernel, q, k, v, score_mod,
+                                                  offset_block_mask("after", n, reach, q.device), self.scale)
+        q = q * self.scale
+        relative = (q @ self.rel_key.to(q.dtype).T).float()  # q_i·aᴷ_r/√d for every clipped distance r
+        index, inside = band_index(n, reach, q.device)
+        v_band = v[:, :, index]  # (B, h, N, 2k+1, d): the keys and values at distances −k..k
+        near = (q.unsqueeze(-2) @ k[:, :, index].transpose(-2, -1)).squeeze(-2).float() + relative
+        near = near.masked_fill(~band_keys(keep, index, inside), -float("inf"))
+        lse_before = lse_before.float() + relative[..., 0]  # every key before i − k uses aᴷ_{−k}
+        lse_after = lse_after.float() + relative[..., -1]
+        lse = torch.cat([lse_before[..., None], near, lse_after[..., None]], -1).logsumexp(-1, keepdim=True)
+        far_before, far_after = (lse_before[..., None] - lse).exp(), (lse_after[..., None] - lse).exp()
+        weights = (near - lse).exp()  # α_{i,i+r} for r = −k..k
+        per_distance = weights + F.pad(far_before, (0, 2 * reach)) + F.pad(far_after, (2 * reach, 0))
+        out = (far_before * out_before.float() + far_after * out_after.float()
+               + (weights.to(v.dtype).unsqueeze(-2) @ v_band).squeeze(-2).float()
+               + per_distance @ self.rel_value.float())
+        return out.to(q.dtype)
 
     def distance_buckets(self, n: int, device: torch.device) -> Tensor:
         """(N, N) index of clip(j − i, k) + k: which relative vector query i uses for key j."""
@@ -214,6 +339,86 @@ class RelativePositionAttention(MultiHeadAttention):
         per_distance = weights.new_zeros(*weights.shape[:-1], self.rel_value.shape[0])
         per_distance.scatter_add_(-1, buckets, weights)  # Σ α_ij over the keys j at each clipped distance
         return weights @ v + per_distance @ self.rel_value.to(weights.dtype)
+
+
+class LocalSelfAttention(MultiHeadAttention):
+    """Local attention as a token mixer: each position attends within [i − D, i + D], with a Gaussian falloff.
+
+    Luong et al., "Effective Approaches to Attention-based Neural Machine Translation", EMNLP 2015, section 3.2,
+    in its monotonic form (local-m, aligned position p_i = i) applied to self-attention: α_ij = align(q_i, k_j)
+    · exp(−(j − i)²/2σ²) for |j − i| ≤ D, σ = D/2, where align is the softmax (or ``norm``) of the scaled
+    scores inside the window — as in the paper the falloff is applied after normalising, so a row's weights sum
+    to less than one. h heads over learned Q/K/V projections and an output projection, as ``mha``.
+
+    Paths (``path``): ``band`` scores only the 2D+1 keys of each window, from an (N, 2D+1, d) gather — O(N·D)
+    memory, exact, on any device (windows up to ``MAX_BAND`` wide); ``flex`` on CUDA (softmax, no dropout): a
+    window block mask, the log-falloff as a score modification, and a second pass for the window's plain
+    normaliser; ``dense`` forms the N×N weights (evaluation and captured weights, which are (B, h, N, N)).
+    """
+
+    paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (local-m, as self-attention)"
+
+    def __init__(self, dim: int, heads: int = 4, window: int = 2, sigma: float | None = None,
+                 norm: str = "softmax", temperature: float = 1.0, dropout: float = 0.0, bias: bool = True) -> None:
+        if window < 1:
+            raise ValueError(f"window (the half-width D) must be at least 1, got {window}")
+        if sigma is not None and sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        super().__init__(dim, heads, "scaled", norm, temperature, dropout, bias)
+        self.window = window
+        self.sigma = sigma if sigma is not None else window / 2
+
+    def path(self, n: int, device: torch.device) -> str:
+        if self.recording:
+            return "dense"
+        if (self.norm == "softmax" and not (self.training and self.dropout)
+                and flex_kernel(device) is not None):
+            return "flex"
+        return "band" if 2 * self.window + 1 <= MAX_BAND else "dense"
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        path = self.path(q.shape[-2], q.device)
+        if path == "flex":
+            return self.attend_flex(q, k, v, mask, flex_kernel(q.device))
+        return self.attend_band(q, k, v, mask) if path == "band" else self.attend_dense(q, k, v, mask)
+
+    def falloff(self, offset: Tensor) -> Tensor:
+        """exp(−(j − i)²/2σ²) for offsets j − i."""
+        return torch.exp(-offset.float().square() / (2 * self.sigma ** 2))
+
+    def attend_dense(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        position = torch.arange(q.shape[-2], device=q.device)
+        offset = position[None, :] - position[:, None]  # j − i, (N, N)
+        inside = offset.abs() <= self.window
+        if mask is not None:
+            inside = inside & key_mask(mask)
+        weights = normalize((q * self.scale) @ k.transpose(-2, -1), inside, self.norm)
+        weights = weights * self.falloff(offset).to(weights.dtype)
+        self.record_rows(weights, mask)
+        return self.drop(weights) @ v
+
+    def attend_band(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        index, inside = band_index(q.shape[-2], self.window, q.device)
+        scores = ((q * self.scale).unsqueeze(-2) @ k[:, :, index].transpose(-2, -1)).squeeze(-2)  # (B,h,N,2D+1)
+        weights = normalize(scores, band_keys(mask, index, inside), self.norm)
+        offsets = torch.arange(-self.window, self.window + 1, device=q.device)
+        weights = weights * self.falloff(offsets).to(weights.dtype)
+        return (self.drop(weights).unsqueeze(-2) @ v[:, :, index]).squeeze(-2)
+
+    def attend_flex(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, kernel: Callable) -> Tensor:
+        """Σ_j softmax_window(s)_ij g_ij v_j = (the window attention of s + log g) · exp(lse(s + log g) − lse(s))."""
+        n, inverse = q.shape[-2], 1 / (2 * self.sigma ** 2)
+
+        def log_falloff(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, kv: Tensor) -> Tensor:
+            return score - (kv - qi).float().square() * inverse
+
+        window = offset_block_mask("within", n, self.window, q.device)
+        out, lse_falloff = attention_with_lse(kernel, q, k, v, padding_score_mod(mask, log_falloff), window,
+                                              self.scale)
+        _, lse = attention_with_lse(kernel, q, k, v, padding_score_mod(mask), window, self.scale)
+        # a query whose window holds no real key gets no weight at all (as ``normalize`` gives it)
+        shift = torch.where(torch.isfinite(lse), lse_falloff - lse, -float("inf"))
+        return (out.float() * shift.exp()[..., None]).to(q.dtype)
 
 
 class HardConcreteGate(nn.Module):

@@ -2,6 +2,7 @@
 
 A variant usually fills one slot kind; a few fill two (``gate`` is a channel gate on images and a token gate
 on sequences). ``none`` fills nothing: every slot keeps its backbone's default (identity, mean pooling).
+A whole-model variant (``dattn``) fills the ``model`` slot: it replaces a text backbone after its embedding.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import feature, mixer, pair, pool
+from . import align, feature, mixer, model, pair, pool
 
-SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair")
+SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair", "model")
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,27 @@ VARIANTS: dict[str, Variant] = _variants(
     ("sum", {"pool": pool.SumPool}),
     ("mean", {"pool": pool.MeanPool}),
     ("max", {"pool": pool.MaxPool}),
+    ("kmax", {"pool": pool.KMaxPool}),
+    ("chunkmax", {"pool": pool.ChunkMaxPool}),
+    ("stochastic", {"pool": pool.StochasticPool}),
+    ("deepsets", {"pool": pool.DeepSets}),
+    ("ffattn", {"pool": pool.FeedForwardAttention}),
+    ("multiquery", {"pool": pool.MultiQueryAttention}),
+    ("pyramid", {"pool": pool.PyramidPool}),
+    ("dual", {"feature": feature.DualAttention}),
     ("self", {"mixer": mixer.SelfAttention}),
     ("mha", {"mixer": mixer.MultiHeadAttention}),
     ("relpos", {"mixer": mixer.RelativePositionAttention}),
     ("headprune", {"mixer": mixer.HeadPruneAttention}),
     ("coda", {"mixer": mixer.CompositionalDeAttention}),
-    ("gate", {"mixer": mixer.TokenGate}),
+    ("gate", {"feature": feature.Gate, "mixer": mixer.TokenGate}),  # image form, token form
+    ("soft", {"align": align.SoftAttention}),
+    ("hard", {"align": align.HardAttention}),
+    ("global", {"align": align.GlobalAttention}),
+    ("local", {"align": align.LocalAttention}),
     ("coattn", {"pair": pair.CoAttention}),
     ("cross", {"pair": pair.CrossAttention}),
+    ("dattn", {"model": model.DAttn}),
 )
 
 

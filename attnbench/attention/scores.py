@@ -20,11 +20,13 @@ class Score(nn.Module):
     """s(q, k) for every query against every key: (B, Nq, Dq) x (B, Nk, Dk) -> (B, Nq, Nk).
 
     ``dot`` qᵀk · ``scaled`` qᵀk/√d · ``cosine`` cos(q, k)·scale (learned, starts at ``cosine_scale``) ·
-    ``general`` qᵀWk (Luong) · ``additive`` vᵀtanh(W₁q + W₂k) (Bahdanau).
+    ``general`` qᵀWk (Luong) · ``additive`` vᵀtanh(W₁q + W₂k + b) (Bahdanau), ``hidden`` wide (default: the
+    key width). ``learn_v=False`` fixes v to ones instead of learning it: with ``hidden=1`` and a learned
+    query, W₁q folds into the bias and the score is exactly Raffel & Ellis's e = tanh(wᵀk + b).
     """
 
     def __init__(self, kind: str, query_dim: int, key_dim: int, hidden: int | None = None,
-                 cosine_scale: float = 10.0) -> None:
+                 cosine_scale: float = 10.0, learn_v: bool = True) -> None:
         super().__init__()
         if kind not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}, not {kind!r}")
@@ -38,19 +40,34 @@ class Score(nn.Module):
             self.weight = nn.Linear(key_dim, query_dim, bias=False)
         elif kind == "additive":
             hidden = hidden or key_dim
+            if hidden < 1:
+                raise ValueError(f"the additive score's hidden width must be at least 1, got {hidden}")
             self.query_proj = nn.Linear(query_dim, hidden, bias=False)
             self.key_proj = nn.Linear(key_dim, hidden)
-            self.v = nn.Linear(hidden, 1, bias=False)
+            self.v = nn.Linear(hidden, 1, bias=False) if learn_v else None
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        return self.compare(q, self.keys(k))
+
+    def keys(self, k: Tensor) -> Tensor:
+        """The part of the score that depends on the keys alone. A decoder that scores one query per step
+        against the same memory computes it once per sequence and calls ``compare`` at every step."""
         if self.kind == "additive":
-            hidden = torch.tanh(self.query_proj(q).unsqueeze(2) + self.key_proj(k).unsqueeze(1))
-            return self.v(hidden).squeeze(-1)
+            return self.key_proj(k)
         if self.kind == "cosine":
-            return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(1, 2) * self.log_scale.exp()
+            return F.normalize(k, dim=-1)
         if self.kind == "general":
-            k = self.weight(k)
-        return q @ k.transpose(1, 2) * self.scale
+            return self.weight(k)
+        return k
+
+    def compare(self, q: Tensor, keys: Tensor) -> Tensor:
+        """Scores (B, Nq, Nk) of queries (B, Nq, Dq) against keys prepared by ``keys``."""
+        if self.kind == "additive":
+            hidden = torch.tanh(self.query_proj(q).unsqueeze(2) + keys.unsqueeze(1))
+            return self.v(hidden).squeeze(-1) if self.v is not None else hidden.sum(-1)
+        if self.kind == "cosine":
+            return F.normalize(q, dim=-1) @ keys.transpose(1, 2) * self.log_scale.exp()
+        return q @ keys.transpose(1, 2) * self.scale
 
 
 def normalize(scores: Tensor, mask: Tensor | None = None, norm: str = "softmax",

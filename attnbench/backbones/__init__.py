@@ -3,14 +3,24 @@
 from torch import nn
 
 from .base import SlotFactory
+from .captioner import CNNCaptioner, ResNetCaptioner
 from .fewshot import Conv4, ResNet12
 from .resnet import ResNet
+from .speednet import SpeedNet
+from .text import BiGRU, TextCNN, TransformerText
 
 # backbone config ``name`` -> class; a class's ``slots`` says which slot kinds it offers
 BACKBONES: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
+    "speednet": SpeedNet,
+    "bigru": BiGRU,
+    "textcnn": TextCNN,
+    "text_transformer": TransformerText,
+    "caption_cnn": CNNCaptioner,
+    "caption_resnet": ResNetCaptioner,
     "conv4": Conv4,
     "resnet12": ResNet12,
 }
 
-__all__ = ["BACKBONES", "Conv4", "ResNet", "ResNet12", "SlotFactory"]
+__all__ = ["BACKBONES", "BiGRU", "CNNCaptioner", "Conv4", "ResNet", "ResNet12", "ResNetCaptioner", "SlotFactory",
+           "SpeedNet", "TextCNN", "TransformerText"]

@@ -2,15 +2,27 @@
 
 from collections.abc import Callable
 
+from .captions import load_caption_file, load_caption_hub, load_coco, load_shapes
 from .fewshot import load_cub, load_fewshot_folder, load_miniimagenet, load_omniglot
 from .glyphs import load_glyphs
 from .images import load_cifar, load_digits, load_image_folder
+from .reviews import load_reviews
+from .synthetic import load_synthetic
+from .text import load_hub_text, load_text_file
 
 # data config ``name`` -> loader; the loader's keyword arguments are the other keys of the data config
 LOADERS: dict[str, Callable] = {
     "digits": load_digits,
     "cifar": load_cifar,
     "image_folder": load_image_folder,
+    "synthetic": load_synthetic,
+    "reviews": load_reviews,
+    "hub_text": load_hub_text,
+    "text_file": load_text_file,
+    "shapes": load_shapes,
+    "caption_hub": load_caption_hub,
+    "coco": load_coco,
+    "caption_file": load_caption_file,
     "glyphs": load_glyphs,
     "omniglot": load_omniglot,
     "miniimagenet": load_miniimagenet,

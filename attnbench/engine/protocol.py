@@ -21,7 +21,9 @@ class Task(Protocol):
 
     def shard(self, rank: int, world: int) -> None:
         """Under DDP: from now on ``train_batches`` yields this rank's part of every global batch (the
-        global batch, ``trainer.batch_size``, is the same as in a one-process run, split ``world`` ways)."""
+        global batch, ``trainer.batch_size``, is the same as in a one-process run, split ``world`` ways),
+        with random augmentation drawn from a stream of this rank's own. Evaluation is not sharded: every
+        rank evaluates the whole split."""
 
     def steps_per_epoch(self) -> int: ...
 
@@ -29,7 +31,9 @@ class Task(Protocol):
         """Batches of one epoch, from batch index ``start`` (a resumed run skips what it has done)."""
 
     def training_loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
-        """The task loss of one batch (auxiliary attention losses are added by the trainer) and its size."""
+        """The task loss of one batch (auxiliary attention losses are added by the trainer) and its size.
+        Run the model by calling it, ``model(...)``: under DDP it is the DistributedDataParallel wrapper,
+        whose forward alone all-reduces the gradients (``self.model`` is the module inside)."""
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Metrics on ``val`` or ``test``, keyed without the split (``{"acc": 0.97}``); one sync at the end."""
@@ -46,6 +50,10 @@ class Task(Protocol):
 
     def save_artifacts(self, run_dir: Path) -> None:
         """Files a run needs besides its checkpoints (a vocabulary), written once into the run directory."""
+
+    def notes(self) -> dict[str, str]:
+        """Optional: metric name -> why its value is null in this run (e.g. ``test/evidence_mass``: the
+        variant has no weights over tokens); written to summary.json under ``notes``."""
 
     def state_dict(self) -> dict[str, Any]:
         """Random state of the data pipeline (and anything else a resume needs)."""

@@ -2,6 +2,12 @@
 
 The loop never synchronises with the device inside a step: losses stay on the device and are read every
 ``trainer.log_every`` steps and at the end of each epoch, which is also where a non-finite loss is caught.
+
+Under DistributedDataParallel (``distributed.py``) every rank trains on its shard of each global batch and
+gradients are all-reduced in the backward pass; the ranks read their losses together (averaged over the
+ranks), so they see a non-finite loss or a stop signal at the same step. Every rank validates on the whole
+split with rank 0's buffers, so all compute the same numbers without waiting for each other; rank 0 alone
+writes metrics, checkpoints and W&B.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..attention import aux_losses
@@ -22,6 +29,7 @@ from ..config import TrainerConfig
 from ..errors import UserError
 from ..track import Logger, RunDirectory
 from ..track.console import TrainingProgress, info
+from . import distributed
 from .optim import build_optimizer, build_schedule
 from .protocol import Task
 
@@ -53,10 +61,13 @@ class TrainState:
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"trainer.device={name} but no CUDA device is visible; use trainer.device=auto or cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"trainer.device={name} but no CUDA device is visible; use trainer.device=auto or cpu")
+        if device.index is None:  # the current GPU: a DDP rank's own, or the one a joblib sweep pinned the job to
+            device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 
@@ -88,7 +99,11 @@ def check_fingerprint(checkpoint: dict[str, Any], fingerprint: str, path: Any) -
 
 
 class StopSignals:
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks between steps; a second one acts at once."""
+    """Turn the first SIGINT/SIGTERM into a flag the loop checks between steps; a second one acts at once.
+
+    In a submitit job its preemption/time-limit signal is caught too, so the job saves its checkpoint before
+    submitit requeues it.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -99,7 +114,8 @@ class StopSignals:
         signal.signal(signum, self._previous[signum])
 
     def __enter__(self) -> StopSignals:
-        for s in (signal.SIGINT, signal.SIGTERM):
+        preemption = distributed.preemption_signal()
+        for s in (signal.SIGINT, signal.SIGTERM, *([preemption] if preemption else [])):
             self._previous[s] = signal.signal(s, self._handle)
         return self
 
@@ -113,7 +129,11 @@ class Trainer:
                  fingerprint: str) -> None:
         self.cfg, self.task, self.run, self.logger = cfg, task, run, logger
         self.seed, self.fingerprint = seed, fingerprint
+        self.world = distributed.current()
         self.device = resolve_device(cfg.device)
+        if self.world.distributed and self.device.type == "cuda" and self.device.index != torch.cuda.current_device():
+            raise UserError(f"trainer.device={cfg.device}: under DDP each rank trains on the GPU of its LOCAL_RANK; "
+                            f"use trainer.device=auto or cuda")
         self.dtype = autocast_dtype(cfg.precision, self.device)
         self.state = TrainState()
         self.metrics: dict[str, float] = {}  # the latest evaluation of each split, keyed "split/name"
@@ -134,7 +154,15 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def _rank_state(self) -> dict[str, Any]:
+        """This rank's random streams (augmentation, dropout, sampling): each DDP rank has its own."""
+        return {"rng": {"torch": torch.get_rng_state(),
+                        "cuda": [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else []},
+                "task": self.task.state_dict()}
+
     def _checkpoint(self) -> dict[str, Any]:
+        """Everything a resume needs; under DDP every rank takes part (the random streams of all ranks)."""
+        ranks = distributed.all_gather_object(self._rank_state()) if self.world.distributed else None
         return {
             "model": self.task.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -147,6 +175,7 @@ class Trainer:
             "train_samples": self.train_samples,
             "wandb_id": self.logger.run_id,
             "fingerprint": self.fingerprint,
+            **({"ranks": ranks} if ranks else {}),
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
@@ -154,26 +183,67 @@ class Trainer:
         self.task.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.schedule.load_state_dict(checkpoint["schedule"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if checkpoint["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-        self.task.load_state_dict(checkpoint["task"])
+        ranks = checkpoint.get("ranks", [])
+        if self.world.rank < len(ranks):  # written by DDP: this rank's own streams
+            own = ranks[self.world.rank]
+            torch.set_rng_state(own["rng"]["torch"])
+            if own["rng"]["cuda"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(own["rng"]["cuda"][0], self.device)
+            self.task.load_state_dict(own["task"])
+        elif self.world.main:  # written by one process
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+            if checkpoint["rng"]["cuda"]:
+                torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+            self.task.load_state_dict(checkpoint["task"])
+        # the other ranks of a run resumed on more processes than wrote the checkpoint keep their fresh streams
         self.state = TrainState(**checkpoint["state"])
         self.train_time, self.train_samples = checkpoint["train_time"], checkpoint["train_samples"]
-        self.run.truncate_metrics(self.state.step)  # records after the checkpoint are replayed
+        if self.world.main:
+            self.run.truncate_metrics(self.state.step)  # records after the checkpoint are replayed
 
     def save_last(self) -> None:
-        self.run.save_checkpoint(self.run.last, self._checkpoint())
+        checkpoint = self._checkpoint()
+        if self.world.main:
+            self.run.save_checkpoint(self.run.last, checkpoint)
 
     # ------------------------------------------------------------------ the loop
 
     def place(self) -> None:
-        """Put the task on the device, in the memory format and (compiled or not) form it will run in."""
+        """Put the task on the device, in the memory format and (compiled or not) form it will run in.
+
+        ``eval_model`` is what evaluation and inference run; ``forward_model`` is what training runs: the same
+        under one process, the DistributedDataParallel wrapper under DDP (only its forward all-reduces
+        gradients; tasks are free to call any method of ``eval_model`` when they evaluate).
+        """
+        if self.world.distributed:
+            self._shard()
         self.task.to(self.device)
         model = self.task.model
         if self.device.type == "cuda" and self.cfg.channels_last and self.task.convolutional:
             model.to(memory_format=torch.channels_last)
-        self.forward_model = torch.compile(model) if self.cfg.compile else model
+        self.eval_model = torch.compile(model) if self.cfg.compile else model
+        self.forward_model = self.eval_model
+        if self.world.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True,
+                                              find_unused_parameters=self.cfg.find_unused_parameters)
+            self.forward_model = torch.compile(wrapped) if self.cfg.compile else wrapped  # DDP first: overlap kept
+
+    def _shard(self) -> None:
+        """This rank's part of every global batch, its own random streams, and SyncBatchNorm if asked."""
+        world = self.world
+        if self.cfg.batch_size % world.size:
+            raise UserError(f"trainer.batch_size={self.cfg.batch_size} does not split evenly over {world.size} "
+                            f"processes; make the global batch a multiple of {world.size}")
+        if self.cfg.sync_batchnorm:
+            if self.device.type != "cuda":
+                raise UserError("trainer.sync_batchnorm=true needs CUDA (SyncBatchNorm has no CPU kernel); "
+                                "leave it false when training on the CPU")
+            self.task.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.task.model)
+        self.task.shard(world.rank, world.size)
+        # dropout and stochastic attention draw differently on each rank; the weights are the same on all
+        # ranks anyway (built from one seed, and DDP broadcasts rank 0's at wrapping)
+        torch.manual_seed(self.seed + 1_000_003 * world.rank)
 
     def setup(self, resume_from: dict[str, Any] | None = None) -> None:
         """``place`` plus optimiser and schedule, restored from a checkpoint when resuming."""
@@ -192,10 +262,14 @@ class Trainer:
         with StopSignals() as stop, TrainingProgress(cfg.epochs * steps_per_epoch, cfg.epochs) as bar:
             for epoch in range(self.state.epoch, cfg.epochs):
                 train_metrics = self._train_epoch(epoch, stop, bar)
+                distributed.broadcast_buffers(self.task.model)
                 val = self.evaluate("val")
                 self.state.epoch, self.state.batch = epoch + 1, 0
                 self._record(epoch, train_metrics, val)
                 self.save_last()
+                signum = self._stop_requested(stop, at_sync=True)  # arrived during validation
+                if signum is not None:
+                    raise Interrupted(signum)
 
     def _train_epoch(self, epoch: int, stop: StopSignals, bar: TrainingProgress) -> dict[str, float]:
         model, task = self.task.model, self.task
@@ -208,20 +282,11 @@ class Trainer:
         synchronize(self.device)
         started, samples = time.perf_counter(), 0
         for batch in task.train_batches(epoch, self.state.batch):
-            with self._autocast():
-                loss, size = task.training_loss(self.forward_model, batch)
-                extra = aux_losses(model)
-                total = loss + sum(extra.values()) if extra else loss
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.schedule.step()
+            total, extra, size = self.train_step(batch)
             self.state.step += 1
             self.state.batch += 1
-            window.append(total.detach())
-            loss_sum += total.detach()
+            window.append(total)
+            loss_sum += total
             for name, value in extra.items():
                 aux_sum[name] = aux_sum.get(name, 0) + value.detach()
             if warmup_left:
@@ -231,28 +296,71 @@ class Trainer:
                     started, samples, self._warm = time.perf_counter(), 0, True
             else:
                 samples += size
-            if len(window) >= self.cfg.log_every:
+            at_sync = len(window) >= self.cfg.log_every
+            if at_sync:
                 self._flush(window, epoch, bar, samples / max(time.perf_counter() - started, 1e-9))
-            if stop.signum is not None:
-                self.state.epoch_loss = loss_sum.item()
-                self.state.epoch_aux = {k: v.item() for k, v in aux_sum.items()}
+            signum = self._stop_requested(stop, at_sync)
+            if signum is not None:
+                names = sorted(aux_sum)
+                sums = distributed.reduce(torch.stack([loss_sum.float(), *(aux_sum[n].float() for n in names)]))
+                self.state.epoch_loss, *aux = sums.tolist()
+                self.state.epoch_aux = dict(zip(names, aux))
                 self.save_last()
-                raise Interrupted(stop.signum)
+                raise Interrupted(signum)
         self._flush(window, epoch, bar, samples / max(time.perf_counter() - started, 1e-9))
         if not warmup_left:
             self.train_time += time.perf_counter() - started
-            self.train_samples += samples
+            # every rank's samples count: the throughput of the whole run
+            self.train_samples += int(distributed.reduce(torch.tensor(samples, device=self.device), "sum"))
         steps = max(self.state.batch, 1)
-        metrics = {"train/loss": (loss_sum / steps).item(), "train/lr": self.schedule.get_last_lr()[0]}
-        metrics.update({f"train/aux/{k}": (v / steps).item() for k, v in aux_sum.items()})
+        names = sorted(aux_sum)
+        # training metrics are means over the ranks (each saw its shard), before anything logs them
+        sums = distributed.reduce(torch.stack([loss_sum.float(), *(aux_sum[n].float() for n in names)]))
+        loss, *aux = (sums / steps).tolist()
+        metrics = {"train/loss": loss, "train/lr": self.schedule.get_last_lr()[0]}
+        metrics.update({f"train/aux/{n}": v for n, v in zip(names, aux)})
         self.state.epoch_loss, self.state.epoch_aux = 0.0, {}
         return metrics
+
+    def train_step(self, batch: Any) -> tuple[Tensor, dict[str, Tensor], int]:
+        """One optimisation step on one batch, without synchronising with the device: the loss with the
+        auxiliary losses added (detached), the auxiliary losses, and the batch size."""
+        model = self.task.model
+        with self._autocast():
+            loss, size = self._training_loss(batch)
+            extra = aux_losses(model)
+            total = loss + sum(extra.values()) if extra else loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        return total.detach(), extra, size
+
+    def _training_loss(self, batch: Any) -> tuple[Tensor, int]:
+        try:
+            return self.task.training_loss(self.forward_model, batch)
+        except RuntimeError as e:
+            if self.world.distributed and "find_unused_parameters" in str(e):
+                raise UserError("some parameters got no gradient in a step (the variant skips them), which DDP "
+                                "refuses by default; add trainer.find_unused_parameters=true") from e
+            raise
+
+    def _stop_requested(self, stop: StopSignals, at_sync: bool) -> int | None:
+        """The stop signal, if one arrived. One process looks at every step; under DDP the ranks must stop at
+        the same step, so they agree where they synchronise anyway: progress updates and the end of an epoch."""
+        if not self.world.distributed:
+            return stop.signum
+        if not at_sync:
+            return None
+        return int(distributed.reduce(torch.tensor(stop.signum or 0, device=self.device), "max")) or None
 
     def _flush(self, window: list[Tensor], epoch: int, bar: TrainingProgress, samples_per_s: float) -> None:
         """Read the losses of the last steps (one sync), stop on a non-finite one, update the progress bar."""
         if not window:
             return
-        losses = torch.stack(window).float().cpu()
+        losses = distributed.reduce(torch.stack(window).float()).cpu()  # all ranks see the same losses
         finite = torch.isfinite(losses)
         if not finite.all():
             first = int((~finite).nonzero()[0])
@@ -272,30 +380,33 @@ class Trainer:
     def evaluate(self, split: str) -> dict[str, float]:
         self.task.model.eval()
         with torch.no_grad(), self._autocast():
-            metrics = self.task.evaluate(self.forward_model, split)
+            metrics = self.task.evaluate(self.eval_model, split)
         metrics = {f"{split}/{name}": value for name, value in metrics.items()}
         self.metrics.update(metrics)
         return metrics
 
     def _record(self, epoch: int, train: dict[str, float], val: dict[str, float]) -> None:
         base = {"epoch": epoch + 1, "step": self.state.step}
-        self.run.log_metrics({**base, "split": "train", **train})
-        self.run.log_metrics({**base, "split": "val", **val})
-        self.logger.log({**train, **val, "epoch": epoch + 1}, step=self.state.step)
+        if self.world.main:
+            self.run.log_metrics({**base, "split": "train", **train})
+            self.run.log_metrics({**base, "split": "val", **val})
+            self.logger.log({**train, **val, "epoch": epoch + 1}, step=self.state.step)
         primary = val.get(f"val/{self.task.primary}")
         better = primary is not None and (self.state.best_value is None or (
             primary > self.state.best_value if self.task.higher_is_better else primary < self.state.best_value))
         if better:
             self.state.best_value, self.state.best_epoch = primary, epoch + 1
-            self.run.save_checkpoint(self.run.best, {"model": self.task.model.state_dict(), "epoch": epoch + 1,
-                                                     "val": val, "fingerprint": self.fingerprint})
+            if self.world.main:
+                self.run.save_checkpoint(self.run.best, {"model": self.task.model.state_dict(), "epoch": epoch + 1,
+                                                         "val": val, "fingerprint": self.fingerprint})
         shown = "  ".join(f"{k} {v:.4f}" for k, v in {**train, **val}.items() if k != "train/lr")
         info(f"epoch {epoch + 1}/{self.cfg.epochs}  {shown}")
 
     # ------------------------------------------------------------------ the end of a run
 
     def test(self) -> dict[str, float]:
-        """Test metrics with the weights of the best validation epoch."""
+        """Test metrics with the weights of the best validation epoch (every DDP rank computes the same)."""
+        distributed.barrier()  # rank 0 has written best.pt
         best = self.run.load_checkpoint(self.run.best)
         check_fingerprint(best, self.fingerprint, self.run.best)
         self.task.model.load_state_dict(best["model"])
@@ -315,16 +426,17 @@ class Trainer:
             flops = None
         with torch.no_grad(), self._autocast():
             for _ in range(3):
-                self.task.predict(self.forward_model, batch)
+                self.task.predict(self.eval_model, batch)
             synchronize(self.device)
             started, passes = time.perf_counter(), 0
             while passes < 5 or time.perf_counter() - started < 0.5:
-                self.task.predict(self.forward_model, batch)
+                self.task.predict(self.eval_model, batch)
                 passes += 1
             synchronize(self.device)
         return {"flops_per_sample": flops,
                 "eval_samples_per_s": passes * size / (time.perf_counter() - started)}
 
     def training_cost(self) -> dict[str, float | None]:
+        """Samples/s of the whole run (all ranks), peak memory of this process (one GPU), and how many ranks."""
         return {"train_samples_per_s": self.train_samples / self.train_time if self.train_time > 0 else None,
-                "peak_memory_mb": peak_memory_mb(self.device)}
+                "peak_memory_mb": peak_memory_mb(self.device), "world_size": self.world.size}

@@ -9,12 +9,16 @@ from ..config import check_trainer
 from ..data import LOADERS
 from ..errors import UserError
 from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
+from .caption import CaptionTask
 from .classify import ClassifyTask
 from .fewshot import FewShotTask
+from .rate import RateTask
 
 # task family -> class; ``data.task`` in a data config picks one
 TASKS: dict[str, type] = {
     "classify": ClassifyTask,
+    "rate": RateTask,
+    "caption": CaptionTask,
     "fewshot": FewShotTask,
 }
 

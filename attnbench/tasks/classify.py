@@ -37,9 +37,9 @@ class ClassifyTask:
     primary = "acc"
     higher_is_better = True
     convolutional = True
-    backbones = ("resnet",)  # backbone config names (classes in BACKBONES) this task can use
+    backbones = ("resnet", "speednet")  # backbone config names (classes in BACKBONES) this task can use
     backbone_inputs = ("in_channels",)  # backbone arguments the task supplies from the data
-    data_keys = ("crop_pad", "flip")  # augmentation, done on the device a batch at a time
+    data_keys = ("crop_pad", "flip", "test_flip")  # augmentation, done on the device a batch at a time
 
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
         loader = LOADERS[cfg.data.name]
@@ -50,7 +50,12 @@ class ClassifyTask:
         self.model = Classifier(build_backbone(cfg.backbone, slots, label, in_channels=self.data.channels),
                                 len(self.data.classes))
         self.augment = Augment(task_kwargs.get("crop_pad", 0), task_kwargs.get("flip", False))
+        self.test_flip = task_kwargs.get("test_flip", False)  # evaluate on the mean logits of x and its mirror
         self.mean, self.std = channel_stats(self.data.train.images)
+        fit_inputs = getattr(self.model.backbone, "fit_inputs", None)
+        if fit_inputs is not None:  # a data-dependent first layer (speednet's patch whitening)
+            sample = self.data.train.images[:5000].float().div(255)
+            fit_inputs((sample - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1))
         self.batch_size = cfg.trainer.batch_size
         self.eval_batch_size = cfg.trainer.eval_batch_size
         self.label_smoothing = cfg.trainer.label_smoothing
@@ -62,7 +67,11 @@ class ClassifyTask:
         for split in (self.data.train, self.data.val, self.data.test):
             split.images, split.labels = split.images.to(device), split.labels.to(device)
         self.model.to(device)
-        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.generator = self._augmentation_generator(device)
+
+    def _augmentation_generator(self, device: torch.device) -> torch.Generator:
+        """Augmentation draws; under DDP each rank its own stream (its samples are not another rank's)."""
+        return torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * self.rank)
 
     def _batches(self, split: str, train: bool = False) -> TensorBatches:
         data = getattr(self.data, split)
@@ -74,6 +83,7 @@ class ClassifyTask:
 
     def shard(self, rank: int, world: int) -> None:
         self.rank, self.world = rank, world
+        self.generator = self._augmentation_generator(self.generator.device)
 
     def steps_per_epoch(self) -> int:
         return len(self._batches("train", train=True))
@@ -91,6 +101,8 @@ class ClassifyTask:
         batches = 0
         for x, y in self._batches(split):
             logits = model(x).float()
+            if self.test_flip:
+                logits = (logits + model(x.flip(3)).float()) / 2
             batch_correct = (logits.argmax(1) == y).sum()
             batch_loss = F.cross_entropy(logits, y, reduction="sum")
             correct = batch_correct if correct is None else correct + batch_correct
@@ -120,8 +132,10 @@ class ClassifyTask:
             spatial = [m.weights for m in modules.values() if m.weights is not None and m.weights_over == "positions"]
         if not spatial:
             return {}
+        weights = spatial[-1].float()
+        weights = weights.reshape(len(weights), -1, weights.shape[-1]).mean(1)  # several maps an image: their mean
         images = (x * self.std.to(x.device).view(1, -1, 1, 1) + self.mean.to(x.device).view(1, -1, 1, 1))
-        path = attention_grid_figure(images.clamp(0, 1).cpu(), spatial[-1].float().cpu(), y[:8].tolist(),
+        path = attention_grid_figure(images.clamp(0, 1).cpu(), weights.cpu(), y[:8].tolist(),
                                      self.data.classes, out_dir / "attention.png")
         return {"attention": path}
 

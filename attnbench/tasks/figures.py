@@ -37,6 +37,128 @@ def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], cl
     return path
 
 
+# a review for the token pictures: its tokens, the weight each receives, which are evidence, a caption
+ShadedReview = tuple[list[str], list[float], list[bool], str]
+SHADE = (214, 39, 40)  # the colour of attention, at full strength on the most-attended token of each review
+
+
+def _shades(weights: list[float]) -> list[float]:
+    top = max(weights, default=0.0)
+    return [w / top if top > 0 else 0.0 for w in weights]
+
+
+def token_weights_html(reviews: list[ShadedReview], title: str, path: Path) -> Path:
+    """Each review with its tokens shaded by attention (darkest = most attended in that review); evidence
+    tokens underlined; the exact weight in each token's tooltip."""
+    import html
+
+    r, g, b = SHADE
+    parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>",
+             "<body style='font-family: sans-serif; max-width: 60em'>",
+             f"<h3>{html.escape(title)}</h3>",
+             "<p style='color:#555'>shade: share of attention each token receives (darkest = the most attended "
+             "token of the review); underlined: tokens that carry the label</p>"]
+    for tokens, weights, marks, caption in reviews:
+        spans = []
+        for token, weight, shade, mark in zip(tokens, weights, _shades(weights), marks):
+            style = f"background: rgba({r},{g},{b},{shade:.3f});" + (" text-decoration: underline;" if mark else "")
+            spans.append(f"<span title='{weight:.4f}' style='{style}'>{html.escape(token)}</span>")
+        parts.append(f"<p><b>{html.escape(caption)}</b><br>{' '.join(spans)}</p>")
+    parts.append("</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def token_weights_png(reviews: list[ShadedReview], title: str, path: Path, columns: int = 100) -> Path:
+    """The same picture as an image: monospaced tokens on shaded boxes, evidence underlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    lines: list[tuple[str, list[tuple[int, str, float, bool]]]] = []  # (caption, [(column, token, shade, mark)])
+    for tokens, weights, marks, caption in reviews:
+        lines.append((caption, []))
+        row: list[tuple[int, str, float, bool]] = []
+        column = 0
+        for token, shade, mark in zip(tokens, _shades(weights), marks):
+            if column and column + len(token) > columns:
+                lines.append(("", row))
+                row, column = [], 0
+            row.append((column, token, shade, mark))
+            column += len(token) + 1
+        lines.append(("", row))
+        lines.append(("", []))
+    font = 8
+    char = 0.6 * font / 72  # inches per monospaced character
+    line = 1.5 * font / 72
+    fig = plt.figure(figsize=(columns * char + 0.4, (len(lines) + 2) * line + 0.3))
+    ax = fig.add_axes((0.02, 0.0, 0.96, 1.0))
+    ax.set_xlim(0, columns)
+    ax.set_ylim(len(lines) + 2, 0)
+    ax.axis("off")
+    ax.text(0, 1, title, fontsize=font + 1, fontweight="bold", va="center")
+    color = [c / 255 for c in SHADE]
+    for y, (caption, row) in enumerate(lines, start=2):
+        if caption:
+            ax.text(0, y + 0.5, caption, fontsize=font, fontweight="bold", va="center")
+        for x, token, shade, mark in row:
+            ax.add_patch(Rectangle((x - 0.1, y + 0.1), len(token) + 0.2, 0.8, facecolor=(*color, shade), lw=0))
+            ax.text(x, y + 0.5, token, fontsize=font, family="monospace", va="center")
+            if mark:
+                ax.plot([x, x + len(token)], [y + 0.92, y + 0.92], color="black", lw=0.6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def token_weights_figures(reviews: list[ShadedReview], title: str, out_dir: Path) -> dict[str, Path]:
+    return {"attention": token_weights_png(reviews, title, out_dir / "attention.png"),
+            "attention_html": token_weights_html(reviews, title, out_dir / "attention.html")}
+
+
+def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, grid: tuple[int, int], path: Path,
+                             references: list[str] | None = None, per_row: int = 6) -> Path:
+    """The classic Show-Attend-Tell picture: the image, then one panel per generated word with that word's
+    attention over the region grid upsampled and overlaid. ``image`` (C, H, W) in [0, 1], ``weights`` (T, H·W)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = len(words) + 1
+    rows = math.ceil(panels / per_row)
+    cols = min(panels, per_row)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
+    picture = image.permute(1, 2, 0).squeeze(-1).numpy()
+    size = image.shape[-2:]
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 0].imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+    axes[0, 0].set_title("input", fontsize=9)
+    for i, word in enumerate(words):
+        ax = axes.flat[i + 1]
+        heat = weights[i].float().reshape(1, 1, *grid)
+        heat = torch.nn.functional.interpolate(heat / heat.max().clamp_min(1e-12), size=size, mode="bilinear",
+                                               align_corners=False)[0, 0]
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+        ax.imshow(heat.numpy(), cmap="gray", alpha=0.6, vmin=0, vmax=1)
+        ax.set_title(word, fontsize=10)
+    caption = " ".join(words)
+    title = f"generated: {caption}"
+    if references:
+        title += f"\nreference: {references[0]}"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, query_maps: Tensor,
                           labels: list[int], classes: list[str], path: Path) -> Path:
     """Pair attention in one episode: a row per query, two columns per class (that class's support image,

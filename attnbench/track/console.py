@@ -29,8 +29,10 @@ def warn(message: str) -> None:
 
 
 def error(message: str) -> None:
-    """The one line a user error ends with (stderr, no traceback)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    """The one line a user error ends with (stderr, no traceback); DDP ranks other than 0 (quiet) leave it
+    to rank 0, which meets the same error."""
+    if not console.quiet:
+        print(f"error: {message}", file=sys.stderr, flush=True)
     log.error(message)
 
 

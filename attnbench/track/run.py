@@ -117,6 +117,20 @@ class RunDirectory:
 
         atomic_write(path, lambda f: torch.save(state, f))
 
+    def is_unstarted(self) -> bool:
+        """Nothing here but what Hydra writes before a job starts (its config and an empty log)."""
+        return all(p.name == ".hydra" or (p.name == "train.log" and p.stat().st_size == 0)
+                   for p in self.path.iterdir())
+
+    def discard(self, stop: Path) -> None:
+        """Remove this run directory and the parents it leaves empty, up to ``stop`` (which stays)."""
+        shutil.rmtree(self.path)
+        parent = self.path.parent.resolve()
+        stop = stop.resolve()
+        while parent != stop and stop in parent.parents and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
     def load_checkpoint(self, path: Path, map_location: str = "cpu") -> dict[str, Any]:
         """Load with ``weights_only=True``: a crafted pickle in a checkpoint cannot execute anything."""
         import torch
@@ -126,6 +140,7 @@ class RunDirectory:
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # torch raises several types for truncated or foreign files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"checkpoint {path} cannot be loaded ({first}); it is truncated or not an "
+            # torch's own message runs to several sentences of advice; its first sentence names the fault
+            first = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"checkpoint {path} cannot be loaded ({first}): it is truncated or not an "
                             f"attnbench checkpoint") from e

@@ -1,0 +1,191 @@
+"""attnbench compare: which variant won, by how much, with what confidence and at what cost.
+
+Runs are grouped by every setting that differs between them except the seed — the group choices (``model=se``)
+and the config values under them that differ for the same choice (``model.reduction=8``, ``trainer.lr=0.1``) —
+and compared per data set (see ``analysis``). ``runs`` reads run directories, ``formats`` writes the table,
+``plot`` draws it. Also used when a multirun ends (``callbacks.SweepSummary``): ``sweep_report``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .analysis import COST, Comparison, Report, build_report, parse_baseline
+from .formats import FORMATS, render, render_markdown, render_table
+from .plot import plot
+from .runs import load_runs
+
+# ---------------------------------------------------------------------------------------- the command
+
+USAGE = """usage: attnbench compare PATH... [--baseline KEY=VALUE] [--format table|markdown|csv|json] [--out FILE]
+                         [--plot FILE.png]
+
+PATH: sweep directories, run directories or globs of them (outputs/multirun/2026-11-23/*). Runs are grouped by
+every setting that differs between them except the seed, and compared per data set.
+  --baseline KEY=VALUE  the row the others are measured against (default model=none; a bare VALUE means model=VALUE)
+  --format FORMAT       table (default, or from --out's suffix: .md, .csv, .json), markdown, csv, json
+  --out FILE            write the comparison to FILE instead of the terminal
+  --plot FILE.png       the metric per variant with 95% CI bars, and against parameters and throughput"""
+
+SUFFIX_FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
+
+
+def parse_args(args: list[str]) -> dict[str, Any]:
+    """PATH... and the options; the format comes from --out's suffix when --format is not given."""
+    options: dict[str, Any] = {"paths": [], "baseline": None, "format": None, "out": None, "plot": None}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, sep, inline = arg.partition("=")
+        if name in ("--baseline", "--format", "--out", "--plot"):
+            if sep:
+                value = inline
+            elif i + 1 < len(args):
+                i += 1
+                value = args[i]
+            else:
+                raise UserError(f"{name} needs a value (`attnbench compare --help`)")
+            options[name[2:]] = value
+        elif arg.startswith("-"):
+            raise UserError(f"unknown option {arg} (`attnbench compare --help` lists them)")
+        else:
+            options["paths"].append(arg)
+        i += 1
+    if not options["paths"]:
+        raise UserError("compare needs at least one PATH: a sweep directory, a run directory or a glob "
+                        "(`attnbench compare --help`)")
+    fmt = options["format"]
+    if fmt is None:
+        fmt = SUFFIX_FORMATS.get(Path(options["out"]).suffix.lower(), "table") if options["out"] else "table"
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    options["format"] = fmt
+    if options["plot"] and Path(options["plot"]).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UserError(f"--plot {options['plot']}: give a .png (or .pdf, .svg) file name")
+    return options
+
+
+def run_compare(args: list[str]) -> int:
+    """``attnbench compare``: the exit status is 0 when a table was produced, 2 when nothing could be compared."""
+    import sys
+
+    def warn(message: str) -> None:  # stderr, so the csv and json on stdout stay machine-readable
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def error(message: str) -> None:  # as cli.fail, without importing track/ (and torch with it)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE)
+        return 0
+    try:
+        options = parse_args(args)
+        loaded = load_runs(options["paths"])
+        for path in loaded.empty if loaded.runs or loaded.skipped else ():  # else the error says it
+            warn(f"no runs in {path}")
+        for path, why in loaded.skipped:
+            warn(f"skipped {path}: {why}")
+        report = build_report(loaded, parse_baseline(options["baseline"]))
+    except UserError as e:
+        error(str(e))
+        return 2
+    for problem in report.problems:
+        warn(problem)
+    out, picture = options["out"], options["plot"]
+    try:
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(render(report, options["format"], color=False))
+            print(f"wrote {out}", file=sys.stderr)
+        elif options["format"] == "table":
+            from rich.console import Console
+
+            console = Console(highlight=False)
+            width = console.width if console.is_terminal else 200  # a pipe or a file: no squeezed columns
+            sys.stdout.write(render(report, "table", color=console.is_terminal, width=width))
+        else:
+            sys.stdout.write(render(report, options["format"]))
+        if picture:
+            plot(report, Path(picture))
+            print(f"wrote {picture}", file=sys.stderr)
+    except OSError as e:
+        error(f"cannot write {e.filename or out or picture}: {e.strerror or e}")
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- after a sweep
+
+
+def wandb_rows(c: Comparison) -> tuple[list[str], list[list[Any]]]:
+    """A data set's comparison as W&B Table columns and rows: raw numbers, so W&B can sort and chart them."""
+    names = [n for n in c.metric_names if n != c.primary]
+    columns = ["rank", *c.keys, "n", f"{c.primary} mean", f"{c.primary} std", "ci95 low", "ci95 high",
+               f"Δ vs {c.baseline or '-'}", "p (Welch)", *[f"{n} mean" for n in names], *COST]
+    rows = [[rank, *[row.values[k] for k in c.keys], row.n, row.mean, row.std,
+             row.ci95[0] if row.ci95 else None, row.ci95[1] if row.ci95 else None, row.delta, row.p_value,
+             *[row.metrics.get(n, (None,))[0] for n in names], *[row.cost.get(k) for k in COST]]
+            for rank, row in enumerate(c.rows, 1)]
+    return columns, rows
+
+
+def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Path | None) -> None:
+    """A summary run of the sweep, holding one Table per data set and the plot. Its group is what every job of
+    the sweep shares (the jobs' own groups differ by variant, so that W&B aggregates their seeds)."""
+    from ..track import create_logger
+
+    runs = [row_run for c in report.comparisons for row in c.rows for row_run in row.runs]
+    shared = set.intersection(*[
+        {f"{k}={r.choices[k]}" for k in ("data", "backbone", "model") if k in r.choices}
+        | {o for o in r.summary.get("overrides", []) if "=" in o and not o.startswith(("seed=", "resume="))}
+        for r in runs])
+    name = f"compare {sweep_dir.parent.name}/{sweep_dir.name}"
+    logger = create_logger(logger_cfg, run_dir=sweep_dir, name=name, group=",".join(sorted(shared)) or "sweep",
+                           tags=["compare", *sorted({f"data={c.data}" for c in report.comparisons})],
+                           config={"sweep_dir": str(sweep_dir), "baseline": [c.baseline for c in report.comparisons],
+                                   "keys": sorted({k for c in report.comparisons for k in c.keys})})
+    try:
+        if plot_path is not None:  # first: the tables are logged at the next steps, and W&B drops earlier ones
+            logger.log_images({"compare/plot": plot_path}, step=0)
+        for c in report.comparisons:
+            columns, rows = wandb_rows(c)
+            logger.log_table(f"compare/{c.data}", columns, rows)
+        logger.set_summary({f"best/{c.data}": c.rows[0].label for c in report.comparisons})
+    finally:
+        logger.finish()
+
+
+def sweep_report(sweep_dir: Path, logger_cfg: Any = None) -> None:
+    """What a multirun prints when it ends: the comparison table, also written as compare.md and compare.png
+    in the sweep directory, and logged to W&B when the sweep's logger is W&B."""
+    import sys
+
+    from ..track.console import console
+
+    def warn(message: str) -> None:  # the console only: Hydra's own logging would print it a second time
+        console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+
+    loaded = load_runs([str(sweep_dir)])
+    for path, why in loaded.skipped:
+        warn(f"skipped {path}: {why}")
+    try:
+        report = build_report(loaded)
+    except UserError as e:
+        warn(f"no comparison: {e}")
+        return
+    for problem in report.problems:
+        warn(problem)
+    console.file.flush()
+    sys.stdout.write(render_table(report, width=console.width if console.is_terminal else 200,
+                                  color=console.is_terminal))
+    (sweep_dir / "compare.md").write_text(render_markdown(report))
+    plot_path = plot(report, sweep_dir / "compare.png")
+    console.print(f"comparison written to {sweep_dir / 'compare.md'} and {plot_path} "
+                  f"(`attnbench compare {sweep_dir}` prints it again, --help for formats)", soft_wrap=True)
+    if logger_cfg is not None and logger_cfg.get("name") == "wandb":
+        from ..track.wandb_logger import resolve_mode
+
+        if resolve_mode(logger_cfg.get("mode", "auto")) != "disabled":
+            log_to_wandb(report, logger_cfg, sweep_dir, plot_path)

@@ -1,0 +1,249 @@
+"""The comparison as text: rich tables for the terminal, markdown to paste, csv and json with the raw numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import Counter
+from typing import Any
+
+from .analysis import COST, Comparison, Report, Row
+
+FORMATS = ("table", "markdown", "csv", "json")
+
+
+def fmt_metric(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def fmt_delta(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.4f}"
+
+
+def fmt_p(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return "<0.001" if value < 1e-3 else f"{value:.3f}"
+
+
+def fmt_count(value: float | None) -> str:
+    """Parameters, FLOPs: 78,032 / 4.23M / 1.2G."""
+    if value is None:
+        return "—"
+    for scale, suffix in ((1e9, "G"), (1e6, "M")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:,.0f}"
+
+
+def fmt_plain(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def primary_cell(row: Row) -> str:
+    return fmt_metric(row.mean) + ("" if row.std is None else f" ± {row.std:.4f}")
+
+
+def ci_cell(row: Row) -> str:
+    return "—" if row.ci95 is None else f"[{row.ci95[0]:.4f}, {row.ci95[1]:.4f}]"
+
+
+def n_cell(row: Row) -> str:
+    if not row.not_completed:
+        return str(row.n)
+    counts = Counter(r.status for r in row.not_completed)
+    return f"{row.n} (+{', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
+
+
+def delta_cell(row: Row) -> str:
+    return "baseline" if row.is_baseline else fmt_delta(row.delta)
+
+
+MAIN_COLUMNS = ("n", "mean ± std", "95% CI", "Δ", "p (Welch)", "params", "attn params", "FLOPs/sample",
+                "train samples/s", "peak MB", "wall s")
+
+
+def main_cells(row: Row) -> list[str]:
+    c = row.cost
+    return [n_cell(row), primary_cell(row), ci_cell(row), delta_cell(row),
+            "" if row.is_baseline else fmt_p(row.p_value),
+            fmt_count(c["params"]), fmt_count(c["attention_params"]), fmt_count(c["flops_per_sample"]),
+            fmt_plain(c["train_samples_per_s"]), fmt_plain(c["peak_memory_mb"]), fmt_plain(c["wall_time_s"], 1)]
+
+
+def metric_cell(row: Row, name: str) -> str:
+    if name not in row.metrics:
+        return "—"
+    mean, std = row.metrics[name]
+    return f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}")
+
+
+def title(c: Comparison) -> str:
+    direction = "higher" if c.higher_is_better else "lower"
+    seeds = sorted({row.n for row in c.rows})
+    n = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+    vs = f", Δ against {c.baseline}" if c.baseline else ""
+    return f"data={c.data} · {c.task} · {c.primary} ({direction} is better) · mean over {n} seeds{vs}"
+
+
+def status_line(c: Comparison) -> str:
+    counts = Counter(["completed"] * sum(row.n for row in c.rows) + [r.status for r in c.not_completed])
+    parts = [f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "completed", kv[0]))]
+    return f"{c.n_runs} runs: {', '.join(parts)}"
+
+
+def incomplete_rows(c: Comparison) -> list[list[str]]:
+    rows = []
+    for run in c.not_completed:
+        settings = ", ".join(f"{k}={run.setting(k)}" for k in c.keys)
+        rows.append([run.status, f"{settings}, seed={run.seed}", run.error or "—", str(run.path)])
+    return rows
+
+
+def render_table(report: Report, width: int | None = None, color: bool = True) -> str:
+    """The rich tables, as text (ANSI colours when ``color``)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width or 200, force_terminal=color, color_system="standard" if color
+                      else None, highlight=False, soft_wrap=False)
+    for note in report.notes:
+        console.print(f"[bold]note:[/bold] {note}")
+    for c in report.comparisons:
+        console.print(f"[bold]{title(c)}[/bold]")
+        table = Table(caption=status_line(c), box=box.SIMPLE_HEAD, caption_justify="left")
+        table.add_column("#", justify="right")
+        for key in c.keys:
+            table.add_column(key, style="bold")
+        for name in MAIN_COLUMNS:
+            table.add_column(f"{c.primary} {name}" if name == "mean ± std" else name, justify="right",
+                             style="bold" if name == "mean ± std" else None)
+        for rank, row in enumerate(c.rows, 1):
+            table.add_row(str(rank), *[row.values[k] for k in c.keys], *main_cells(row))
+        console.print(table)
+        names = [n for n in c.metric_names if n != c.primary]
+        if names:
+            console.print(f"[bold]data={c.data} · other final metrics (mean ± std over seeds)[/bold]")
+            metrics = Table(box=box.SIMPLE_HEAD)
+            for key in c.keys:
+                metrics.add_column(key, style="bold")
+            for name in names:
+                metrics.add_column(name, justify="right")
+            for row in c.rows:
+                metrics.add_row(*[row.values[k] for k in c.keys], *[metric_cell(row, n) for n in names])
+            console.print(metrics)
+        if c.not_completed:
+            console.print(f"[bold yellow]data={c.data} · not completed (not averaged in)[/bold yellow]")
+            apart = Table(box=box.SIMPLE_HEAD)
+            for column in ("status", "settings", "error", "run directory"):
+                apart.add_column(column, overflow="fold")
+            for cells in incomplete_rows(c):
+                apart.add_row(*cells)
+            console.print(apart)
+        for note in c.notes:
+            console.print(f"[bold]note:[/bold] {note}")
+    return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())  # no padding to the width
+
+
+def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    rule = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
+    return "\n".join([line(header), rule, *[line(r) for r in rows]])
+
+
+def render_markdown(report: Report) -> str:
+    parts = [f"> {note}" for note in report.notes]
+    for c in report.comparisons:
+        parts.append(f"### {title(c)}")
+        header = ["#", *c.keys, *[f"{c.primary} (mean ± std)" if n == "mean ± std" else n for n in MAIN_COLUMNS]]
+        rows = [[str(i), *[row.values[k] for k in c.keys], *main_cells(row)] for i, row in enumerate(c.rows, 1)]
+        parts.append(_md_table(header, rows, ["r"] + ["l"] * len(c.keys) + ["r"] * len(MAIN_COLUMNS)))
+        parts.append(f"{status_line(c)}. 95% CI: t-distribution over seeds; p: Welch's t-test against the baseline; "
+                     f"params and FLOPs per sample of the whole model, attn params of the attention modules alone.")
+        names = [n for n in c.metric_names if n != c.primary]
+        if names:
+            parts.append("Other final metrics (mean ± std over seeds):\n\n" + _md_table(
+                [*c.keys, *names], [[*[row.values[k] for k in c.keys], *[metric_cell(row, n) for n in names]]
+                                    for row in c.rows], ["l"] * len(c.keys) + ["r"] * len(names)))
+        if c.not_completed:
+            parts.append("Not completed (not averaged in):\n\n" + _md_table(
+                ["status", "settings", "error", "run directory"], incomplete_rows(c), ["l"] * 4))
+        parts += [f"> note: {note}" for note in c.notes]
+    return "\n\n".join(parts) + "\n"
+
+
+def _row_record(c: Comparison, rank: int, row: Row) -> dict[str, Any]:
+    return {
+        "rank": rank, **row.values, "n": row.n, "seeds": row.seeds, "mean": row.mean, "std": row.std,
+        "ci95_low": row.ci95[0] if row.ci95 else None, "ci95_high": row.ci95[1] if row.ci95 else None,
+        "baseline": row.is_baseline, "delta": row.delta, "p_value": row.p_value,
+        "not_completed": dict(Counter(r.status for r in row.not_completed)),
+        "metrics": {name: {"mean": m, "std": s} for name, (m, s) in sorted(row.metrics.items())},
+        **row.cost,
+    }
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    return {
+        "notes": report.notes,
+        "data_sets": [{
+            "data": c.data, "task": c.task, "primary": c.primary, "higher_is_better": c.higher_is_better,
+            "baseline": c.baseline, "keys": c.keys, "notes": c.notes,
+            "rows": [_row_record(c, i, row) for i, row in enumerate(c.rows, 1)],
+            "not_completed": [{"run_dir": str(r.path), "status": r.status, "error": r.error or None,
+                               **{k: r.setting(k) for k in c.keys}, "seed": r.seed} for r in c.not_completed],
+        } for c in report.comparisons],
+        "skipped": [{"file": str(path), "reason": why} for path, why in report.loaded.skipped],
+    }
+
+
+def render_json(report: Report) -> str:
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(report_dict(report)), indent=2) + "\n"
+
+
+def render_csv(report: Report) -> str:
+    """One line per group, raw numbers at full precision; keys and metrics of every data set as columns."""
+    keys = list(dict.fromkeys(k for c in report.comparisons for k in c.keys))
+    metrics = list(dict.fromkeys(n for c in report.comparisons for n in c.metric_names if n != c.primary))
+    header = ["data", "task", "primary", "higher_is_better", "rank", *keys, "n", "seeds", "mean", "std", "ci95_low",
+              "ci95_high", "baseline", "delta", "p_value", "not_completed", *[f"{m} mean" for m in metrics],
+              *[f"{m} std" for m in metrics], *COST]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for c in report.comparisons:
+        for rank, row in enumerate(c.rows, 1):
+            writer.writerow([c.data, c.task, c.primary, c.higher_is_better, rank,
+                             *[row.values.get(k, "") for k in keys], row.n, " ".join(map(str, row.seeds)),
+                             row.mean, _blank(row.std), _blank(row.ci95 and row.ci95[0]),
+                             _blank(row.ci95 and row.ci95[1]), c.baseline if row.is_baseline else "",
+                             _blank(row.delta), _blank(row.p_value), len(row.not_completed),
+                             *[_blank(row.metrics.get(m, (None,))[0]) for m in metrics],
+                             *[_blank(row.metrics.get(m, (None, None))[1]) for m in metrics],
+                             *[_blank(row.cost.get(k)) for k in COST]])
+    return buffer.getvalue()
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def render(report: Report, fmt: str, color: bool = False, width: int | None = None) -> str:
+    if fmt == "table":
+        return render_table(report, width=width, color=color)
+    return {"markdown": render_markdown, "csv": render_csv, "json": render_json}[fmt](report)

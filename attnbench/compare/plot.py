@@ -1,0 +1,76 @@
+"""The comparison as a picture (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .analysis import Report
+from .formats import fmt_p
+
+
+def plot(report: Report, path: Path) -> Path:
+    """One row per data set: the primary metric per variant with its 95% CI and every seed, then the metric
+    against parameters and against training throughput (the cost of each gain at a glance)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
+
+    n = len(report.comparisons)
+    tallest = max(len(c.rows) for c in report.comparisons)
+    row_height = max(3.6, 1.2 + 0.45 * tallest)
+    fig, axes = plt.subplots(n, 3, figsize=(18, 0.4 + row_height * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    palette = plt.get_cmap("tab10").colors
+    for c, (ranked, by_params, by_speed) in zip(report.comparisons, axes):
+        rows = c.rows
+        color = {row.label: palette[i % len(palette)] for i, row in enumerate(sorted(rows, key=lambda r: r.label))}
+        for y, row in enumerate(rows):  # ranked from the top, best first, as in the table
+            lo, hi = row.ci95 if row.ci95 else (row.mean, row.mean)
+            ranked.errorbar(row.mean, y, xerr=[[row.mean - lo], [hi - row.mean]], fmt="o", ms=8, capsize=5, lw=2,
+                            color=color[row.label], zorder=3)
+            ranked.scatter(row.scores, [y] * row.n, s=20, facecolor="white", edgecolor=color[row.label], lw=1.2,
+                           zorder=4)
+            text = f"{row.mean:.4f}" + (f"   Δ {row.delta:+.4f}, p {fmt_p(row.p_value)}" if row.delta is not None
+                                        else "   baseline" if row.is_baseline else "")
+            ranked.annotate(text, (max(hi, *row.scores), y), xytext=(10, 0), textcoords="offset points",
+                            va="center", fontsize=9)
+        baseline = next((row for row in rows if row.is_baseline), None)
+        if baseline is not None:
+            ranked.axvline(baseline.mean, color="0.55", ls="--", lw=1, zorder=1)
+        ranked.set_yticks(range(len(rows)), [f"{row.label}  (n={row.n})" for row in rows], fontsize=10)
+        ranked.get_yticklabels()[0].set_fontweight("bold")
+        ranked.set_ylim(len(rows) - 0.5, -0.5)
+        ranked.set_xlabel(f"{c.primary}: mean with 95% CI, one dot per seed")
+        ranked.grid(axis="x", alpha=0.3)
+        left, right = ranked.get_xlim()
+        ranked.set_xlim(left, right + 0.5 * (right - left))  # room for the figures written right of each bar
+        ranked.set_title(f"data={c.data} · {c.primary} ({'higher' if c.higher_is_better else 'lower'} is better)"
+                         + (f" · dashed: {c.baseline}" if c.baseline else ""), loc="left", fontsize=11)
+        for ax, key, axis in ((by_params, "params", "parameters (fewer is cheaper)"),
+                              (by_speed, "train_samples_per_s", "training samples/s (more is cheaper)")):
+            points = [row for row in rows if row.cost.get(key)]
+            for row in points:
+                x = row.cost[key]
+                lo, hi = row.ci95 if row.ci95 else (row.mean, row.mean)
+                ax.errorbar(x, row.mean, yerr=[[row.mean - lo], [hi - row.mean]], fmt="o", ms=8, capsize=4,
+                            color=color[row.label])
+                ax.annotate(row.label, (x, row.mean), xytext=(7, 5), textcoords="offset points", fontsize=9,
+                            color=color[row.label])
+            xs = [row.cost[key] for row in points]
+            if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+                ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.margins(x=0.18, y=0.08)
+            ax.set_xlabel(axis)
+            ax.set_ylabel(f"{c.primary} (95% CI)")
+            ax.grid(alpha=0.3)
+            ax.set_title(f"{c.primary} against {axis.split(' (')[0]}", loc="left", fontsize=11)
+            if not points:
+                ax.text(0.5, 0.5, f"no {key} in the summaries", transform=ax.transAxes, ha="center")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,264 @@
+"""Image captioning: an image in, a sentence out; the decoder's ``align`` slot is where the variants differ.
+
+Training is teacher-forced on every (image, caption) pair; the per-caption log-likelihood goes back to the
+attention modules as their reward (``send_reward``), which ``hard`` attention learns from. Evaluation decodes one
+caption per image by beam search (``data.beam``; 1 is greedy) and scores it against all the image's references:
+BLEU-1…4, ROUGE-L, CIDEr-D (the primary metric), METEOR when Java is there, and on scenes with object boxes
+(``data=shapes``) grounding: the share of a noun's attention that falls on the object it names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from ..attention import diagnostics, send_reward
+from ..data import LOADERS
+from ..data.batches import channel_stats
+from ..data.captions import CaptionData, CaptionSplit, EncodedImages, Vocabulary
+from ..errors import UserError
+from .build import attention_slots, backbone_class, build_backbone, data_kwargs
+from .caption_metrics import caption_scores, grounding, resolve_meteor
+from .figures import caption_attention_figure
+
+T = TypeVar("T")
+
+
+def prefetched(jobs: Iterator[Callable[[], T]]) -> Iterator[T]:
+    """Run each job one ahead on a background thread (decoding the next batch while this one trains)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for job in jobs:
+            future = pool.submit(job)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
+
+
+class CaptionTask:
+    family = "caption"
+    slots = ("feature", "align")
+    primary = "cider"
+    higher_is_better = True
+    convolutional = True
+    backbones = ("caption_cnn", "caption_resnet")  # backbone config names (classes in BACKBONES)
+    backbone_inputs = ("vocab_size", "in_channels")
+    data_keys = ("max_length", "min_count", "beam", "meteor")
+
+    def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
+        loader = LOADERS[cfg.data.name]
+        loader_kwargs, task_kwargs = data_kwargs(cfg.data, loader, self.data_keys, f"data={choices['data']}")
+        self.max_length = int(task_kwargs.get("max_length", 20))
+        self.beam = int(task_kwargs.get("beam", 1))
+        min_count = int(task_kwargs.get("min_count", 1))
+        for key, value in (("max_length", self.max_length), ("beam", self.beam), ("min_count", min_count)):
+            if value < 1:
+                raise UserError(f"data.{key} must be at least 1, got {value}")
+        self.meteor = resolve_meteor(task_kwargs.get("meteor", "auto"))
+        label = f"backbone={choices['backbone']}"
+        slots = attention_slots(cfg.model, backbone_class(cfg.backbone.name, label).slots, label, family_slots)
+        self.data: CaptionData = loader(**loader_kwargs)
+        self.vocab = Vocabulary.build(self.data.train.captions, min_count)
+        self.model = build_backbone(cfg.backbone, slots, label, vocab_size=len(self.vocab), in_channels=3)
+        stats = self.model.input_stats or self._image_stats(self.data.train)
+        self.mean, self.std = (torch.tensor(s).view(1, -1, 1, 1) for s in stats)
+        self.tokens = {split: self._encode(getattr(self.data, split)) for split in ("train", "val", "test")}
+        self.batch_size = cfg.trainer.batch_size
+        self.eval_batch_size = cfg.trainer.eval_batch_size
+        self.label_smoothing = cfg.trainer.label_smoothing
+        self.seed = cfg.seed
+        self.device = torch.device("cpu")
+        self.rank, self.world = 0, 1
+
+    # ------------------------------------------------------------------ data
+
+    @staticmethod
+    def _image_stats(split: CaptionSplit) -> tuple[list[float], list[float]]:
+        """Channel mean and std of (up to) the first 512 training images."""
+        sample = split.images.load(torch.arange(min(len(split), 512)))
+        mean, std = channel_stats(sample.cpu())
+        return mean.tolist(), std.tolist()
+
+    def _encode(self, split: CaptionSplit) -> tuple[Tensor, Tensor]:
+        """Every caption of a split as ``<bos> words <eos>`` padded (M, max_length + 2), and its image (M,)."""
+        rows, owners = [], []
+        for image, captions in enumerate(split.captions):
+            for caption in captions:
+                rows.append(self.vocab.encode(caption, self.max_length))
+                owners.append(image)
+        tokens = torch.full((len(rows), self.max_length + 2), self.vocab.pad, dtype=torch.long)
+        for i, row in enumerate(rows):
+            tokens[i, :len(row)] = torch.tensor(row)
+        return tokens, torch.tensor(owners, dtype=torch.long)
+
+    def to(self, device: torch.device) -> None:
+        self.device = device
+        for split in ("train", "val", "test"):
+            getattr(self.data, split).images.to(device)
+            self.tokens[split] = tuple(t.to(device) for t in self.tokens[split])
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        self.model.to(device)
+
+    def images(self, split: CaptionSplit, index: Tensor) -> Tensor:
+        """Normalised float images of ``index``."""
+        return (split.images.load(index).float().div_(255) - self.mean) / self.std
+
+    def _run(self, split: CaptionSplit, jobs: Iterator[Callable[[], T]]) -> Iterator[T]:
+        return prefetched(jobs) if isinstance(split.images, EncodedImages) else (job() for job in jobs)
+
+    def shard(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def steps_per_epoch(self) -> int:
+        pairs = len(self.tokens["train"][1])
+        return pairs // self.batch_size if pairs > self.batch_size else 1
+
+    def _order(self, epoch: int) -> Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(len(self.tokens["train"][1]), generator=g)
+
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Shuffled (image, caption) pairs; under DDP each rank takes every ``world``-th pair of a global batch."""
+        order = self._order(epoch)
+        tokens, owners = self.tokens["train"]
+        split = self.data.train
+
+        def batch(i: int) -> Callable[[], tuple[Tensor, Tensor]]:
+            def load() -> tuple[Tensor, Tensor]:
+                index = order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
+                index = index.to(tokens.device)
+                rows = tokens[index]
+                length = int((rows != self.vocab.pad).sum(1).max())
+                return self.images(split, owners[index]), rows[:, :length]
+            return load
+
+        return self._run(split, (batch(i) for i in range(start, self.steps_per_epoch())))
+
+    # ------------------------------------------------------------------ training
+
+    def training_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, int]:
+        images, tokens = batch
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        steps = targets != self.vocab.pad
+        logits, _ = model(images, inputs, steps)
+        logits = logits.float().transpose(1, 2)  # (B, V, T)
+        nll = F.cross_entropy(logits, targets, ignore_index=self.vocab.pad, reduction="none")
+        send_reward(model, -nll.detach().sum(1))  # each caption's log-likelihood: hard attention's reward
+        if self.label_smoothing:
+            nll = F.cross_entropy(logits, targets, ignore_index=self.vocab.pad, reduction="none",
+                                  label_smoothing=self.label_smoothing)
+        return nll.sum() / steps.sum(), len(tokens)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _eval_batches(self, split: CaptionSplit, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(split) if limit is None else min(limit, len(split))
+
+        def batch(start: int) -> Callable[[], tuple[Tensor, Tensor]]:
+            def load() -> tuple[Tensor, Tensor]:
+                index = torch.arange(start, min(start + self.eval_batch_size, n), device=self.device)
+                return index, self.images(split, index)
+            return load
+
+        return self._run(split, (batch(s) for s in range(0, n, self.eval_batch_size)))
+
+    def _generate(self, model: nn.Module, images: Tensor, beam: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        v = self.vocab
+        return model.generate(images, v.bos, v.eos, v.pad, self.max_length, beam)
+
+    def _first_caption_loss(self, model: nn.Module, split_name: str, index: Tensor, images: Tensor) -> Tensor:
+        """Summed token NLL of each image's first reference (teacher-forced) and the token count."""
+        tokens, owners = self.tokens[split_name]
+        first = torch.searchsorted(owners, index)  # captions are stored image by image
+        rows = tokens[first]
+        inputs, targets = rows[:, :-1], rows[:, 1:]
+        steps = targets != self.vocab.pad
+        logits, _ = model(images, inputs, steps)
+        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=self.vocab.pad, reduction="sum")
+        return torch.stack([nll, steps.sum().float()])
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        data = getattr(self.data, split)
+        hypotheses: list[str] = []
+        greedy: list[str] = []
+        shares: list[float] = []
+        chance: list[float] = []
+        loss = torch.zeros(2, device=self.device)
+        extra: dict[str, Tensor] = {}
+        batches = 0
+        also_greedy = split == "test" and self.beam > 1
+        for index, images in self._eval_batches(data):
+            loss += self._first_caption_loss(model, split, index, images)
+            tokens, weights, grid = self._generate(model, images, self.beam)
+            for name, value in diagnostics(model).items():
+                extra[name] = extra.get(name, 0) + value
+            batches += 1
+            tokens, weights = tokens.cpu().tolist(), weights.float().cpu().numpy()
+            for row, (ids, image_weights) in enumerate(zip(tokens, weights)):
+                words = self.vocab.decode(ids)
+                hypotheses.append(" ".join(words))
+                if data.objects is not None:
+                    found, base = grounding(words, image_weights, data.objects[int(index[row])], self.data.nouns,
+                                            grid, self.data.image_size)
+                    shares += found
+                    chance += base
+            if also_greedy:
+                greedy += [" ".join(self.vocab.decode(ids)) for ids in self._generate(model, images, 1)[0].tolist()]
+        metrics = caption_scores(data.captions, hypotheses, meteor=self.meteor)
+        if also_greedy:
+            greedy_scores = caption_scores(data.captions, greedy)
+            metrics.update(greedy_bleu4=greedy_scores["bleu4"], greedy_cider=greedy_scores["cider"])
+        if data.objects is not None:
+            metrics["grounding"] = sum(shares) / max(len(shares), 1)
+            metrics["grounding_chance"] = sum(chance) / max(len(chance), 1)
+        nll, count = loss.tolist()
+        metrics["loss"] = nll / max(count, 1)
+        values = torch.stack([v / batches for v in extra.values()]).tolist() if extra else []
+        metrics.update(zip(extra, values))
+        return metrics
+
+    def example_batch(self, limit: int | None = None) -> tuple[Tensor, int]:
+        _, images = next(iter(self._eval_batches(self.data.test, limit)))
+        return images, len(images)
+
+    def predict(self, model: nn.Module, batch: Tensor) -> Tensor:
+        return self._generate(model, batch, self.beam)[0]
+
+    def figures(self, model: nn.Module, out_dir: Path, count: int = 4) -> dict[str, Path]:
+        """The generated caption of the first test images with one attention map per word."""
+        model.eval()
+        index = torch.arange(min(count, len(self.data.test)), device=self.device)
+        images = self.images(self.data.test, index)
+        with torch.no_grad():
+            tokens, weights, grid = self._generate(model, images, self.beam)
+        shown = (images * self.std + self.mean).clamp(0, 1).float().cpu()
+        paths = {}
+        for i in range(len(index)):
+            words = self.vocab.decode(tokens[i].tolist())
+            path = caption_attention_figure(shown[i], words, weights[i, :len(words)].float().cpu(), grid,
+                                            out_dir / f"caption_{i}.png", self.data.test.captions[i])
+            paths[f"caption_{i}"] = path
+        return paths
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """The vocabulary and the caption length: what turns the checkpoint's outputs back into words."""
+        content = {**self.vocab.to_json(), "max_length": self.max_length, "source": self.data.source}
+        (run_dir / "vocab.json").write_text(json.dumps(content, indent=1))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing: the order of every epoch follows from (seed, epoch); sampling uses torch's RNG, which the
+        trainer saves."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore (see ``state_dict``)."""

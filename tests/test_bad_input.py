@@ -1,0 +1,133 @@
+"""The bad-input catalogue: each mistake typed as a user would type it, in a subprocess.
+
+Every one must end with one line on stderr that names the problem, exit status 2, no traceback, and leave
+what is already on disk exactly as it was: the workspace holds two finished runs, and its every file (bytes
+and modification time) is compared before and after each mistake.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from runner import attnbench
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two finished one-epoch runs (``run``: cbam, ``other``: se) and the data files the mistakes point at."""
+    root = tmp_path_factory.mktemp("workspace")
+    for name, model in (("run", "cbam"), ("other", "se")):
+        attnbench("train", "trainer.epochs=1", "logger=none", f"model={model}", f"hydra.run.dir={name}", cwd=root,
+                  check=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            for folder in ("images", "empty"):
+                (root / folder / split / label).mkdir(parents=True)
+            for i in range(3):
+                pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / "images" / split / label / f"{i}.jpg")
+    (root / "images" / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (root / "reviews.csv").write_text("body,stars\ngreat food,5\nawful service,1\nfine,3\n")
+    (root / "not_a_run").mkdir()
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def _refused(root: Path, *args: str) -> str:
+    """Run ``attnbench ARGS`` in ``root``; check the refusal and that nothing on disk changed; return its line."""
+    before = _snapshot(root)
+    result = attnbench(*args, cwd=root)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert _snapshot(root) == before, "a refused command changed files"
+    return lines[0]
+
+
+CATALOGUE = {
+    "unknown model": (["model=cbm"], "unknown model 'cbm'. Did you mean model=cbam?"),
+    "unknown data": (["data=cifra"], "unknown data 'cifra'. Did you mean data=cifar?"),
+    "unknown backbone": (["backbone=resnet21"], "unknown backbone 'resnet21'"),
+    "unknown model in a grid": (["-m", "model=none,cbm"], "unknown model 'cbm'"),
+    "misspelt key": (["trainer.lrr=0.1"], "unknown key 'trainer.lrr': did you mean trainer.lr?"),
+    "misspelt model key": (["model.reducton=4"], "unknown key 'model.reducton': did you mean model.reduction?"),
+    "key the model lacks": (["+model.reducton=4"], "model=cbam has no key 'reducton'"),
+    "a grid without -m": (["model=none,se"], "add -m to run a grid"),
+    "slot the task lacks": (["model=mha"], "model=mha fills the mixer slot, which backbone=smallcnn lacks"),
+    "value of the wrong type": (["trainer.lr=fast"], "trainer.lr: Value 'fast'"),
+    "negative learning rate": (["trainer.lr=-0.1"], "trainer.lr must be positive, got -0.1"),
+    "zero epochs": (["trainer.epochs=0"], "trainer.epochs must be at least 1, got 0"),
+    "heads not dividing the width": (["data=reviews", "model=mha", "model.heads=5"],
+                                     "heads=5 does not divide the width 128"),
+    "impossible pooling size": (["model=kmax", "model.k=17"], "k=17 is larger than the 16 positions it pools"),
+    "missing data path": (["data=image_folder", "data.path=nowhere"], "data.path=nowhere is not a folder"),
+    "empty data folder": (["data=image_folder", "data.path=empty"], "empty/train holds no images"),
+    "corrupt image": (["data=image_folder", "data.path=images"], "cannot decode images/train/cat/broken.jpg"),
+    "CSV without the named column": (["data=text_file", "data.path=reviews.csv", "data.label_column=stars"],
+                                     "has no column 'text' (data.text_column); its columns: body, stars"),
+    "labels out of range": (["data=text_file", "data.path=reviews.csv", "data.text_column=body",
+                             "data.label_column=stars", "data.classes=[1,5]"],
+                            "row 3 has label '3', which is not one of the declared classes 1, 5"),
+    "resume a folder that is not a run": (["resume=not_a_run"], "not_a_run is not an attnbench run directory"),
+    "resume with other overrides": (["resume=run", "trainer.lr=0.1"], "resume=DIR takes no other overrides"),
+}
+
+
+@pytest.mark.parametrize("case", CATALOGUE)
+def test_mistake_is_refused_in_one_line(workspace: Path, case: str) -> None:
+    args, message = CATALOGUE[case]
+    quiet = [] if args[0].startswith("resume=") else ["logger=none"]  # resume= takes no other override
+    line = _refused(workspace, "train", *quiet, *args)
+    assert message in line, line
+    assert not (workspace / "outputs").exists()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def _interrupted_copy(workspace: Path, name: str) -> Path:
+    """A copy of ``run`` as a SIGKILL would leave it: checkpoints, no summary.json."""
+    copy = workspace / name
+    shutil.copytree(workspace / "run", copy)
+    (copy / "summary.json").unlink()
+    return copy
+
+
+def test_truncated_checkpoint_is_refused(workspace: Path) -> None:
+    run = _interrupted_copy(workspace, "truncated")
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    assert "truncated or not an attnbench checkpoint" in _refused(workspace, "train", "resume=truncated")
+    best = run / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:1000])
+    assert "truncated" in _refused(workspace, "eval", "truncated")
+
+
+def test_checkpoint_of_another_configuration_is_refused(workspace: Path) -> None:
+    run = _interrupted_copy(workspace, "foreign")
+    for name in ("last.pt", "best.pt"):
+        shutil.copy(workspace / "other" / "checkpoints" / name, run / "checkpoints" / name)
+    assert "comes from another configuration" in _refused(workspace, "train", "resume=foreign")
+    assert "comes from another configuration" in _refused(workspace, "eval", "foreign")
+
+
+def test_crafted_pickle_in_a_checkpoint_executes_nothing(workspace: Path) -> None:
+    run = _interrupted_copy(workspace, "crafted")
+    for name in ("last.pt", "best.pt"):
+        torch.save({"model": _Payload()}, run / "checkpoints" / name)
+    assert "cannot be loaded" in _refused(workspace, "train", "resume=crafted")
+    assert "cannot be loaded" in _refused(workspace, "eval", "crafted")
+    assert not list(workspace.rglob("PWNED"))
