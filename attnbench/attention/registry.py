@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import align, feature, mixer, model, pool
+from . import align, feature, mixer, model, pair, pool
 
 SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair", "model")
 
@@ -65,6 +65,8 @@ VARIANTS: dict[str, Variant] = _variants(
     ("hard", {"align": align.HardAttention}),
     ("global", {"align": align.GlobalAttention}),
     ("local", {"align": align.LocalAttention}),
+    ("coattn", {"pair": pair.CoAttention}),
+    ("cross", {"pair": pair.CrossAttention}),
     ("dattn", {"model": model.DAttn}),
 )
 

@@ -4,6 +4,7 @@ from torch import nn
 
 from .base import SlotFactory
 from .captioner import CNNCaptioner, ResNetCaptioner
+from .fewshot import Conv4, ResNet12
 from .resnet import ResNet
 from .speednet import SpeedNet
 from .text import BiGRU, TextCNN, TransformerText
@@ -17,7 +18,9 @@ BACKBONES: dict[str, type[nn.Module]] = {
     "text_transformer": TransformerText,
     "caption_cnn": CNNCaptioner,
     "caption_resnet": ResNetCaptioner,
+    "conv4": Conv4,
+    "resnet12": ResNet12,
 }
 
-__all__ = ["BACKBONES", "BiGRU", "CNNCaptioner", "ResNet", "ResNetCaptioner", "SlotFactory", "SpeedNet", "TextCNN",
-           "TransformerText"]
+__all__ = ["BACKBONES", "BiGRU", "CNNCaptioner", "Conv4", "ResNet", "ResNet12", "ResNetCaptioner", "SlotFactory",
+           "SpeedNet", "TextCNN", "TransformerText"]

@@ -3,6 +3,8 @@
 from collections.abc import Callable
 
 from .captions import load_caption_file, load_caption_hub, load_coco, load_shapes
+from .fewshot import load_cub, load_fewshot_folder, load_miniimagenet, load_omniglot
+from .glyphs import load_glyphs
 from .images import load_cifar, load_digits, load_image_folder
 from .reviews import load_reviews
 from .synthetic import load_synthetic
@@ -21,6 +23,11 @@ LOADERS: dict[str, Callable] = {
     "caption_hub": load_caption_hub,
     "coco": load_coco,
     "caption_file": load_caption_file,
+    "glyphs": load_glyphs,
+    "omniglot": load_omniglot,
+    "miniimagenet": load_miniimagenet,
+    "cub": load_cub,
+    "fewshot_folder": load_fewshot_folder,
 }
 
 __all__ = ["LOADERS"]

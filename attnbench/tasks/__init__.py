@@ -11,6 +11,7 @@ from ..errors import UserError
 from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
 from .caption import CaptionTask
 from .classify import ClassifyTask
+from .fewshot import FewShotTask
 from .rate import RateTask
 
 # task family -> class; ``data.task`` in a data config picks one
@@ -18,6 +19,7 @@ TASKS: dict[str, type] = {
     "classify": ClassifyTask,
     "rate": RateTask,
     "caption": CaptionTask,
+    "fewshot": FewShotTask,
 }
 
 
@@ -53,7 +55,8 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     settings.pop("name")
     given_by_task = ("slots", *cls.backbone_inputs)
     check_keys(settings, [p for p in parameters(backbone) if p not in given_by_task], label)
-    attention_slots(cfg.model, backbone.slots, label, family_slots())
+    # slots the task fills itself (few-shot's pair slot, between query and class maps) are offered too
+    attention_slots(cfg.model, (*backbone.slots, *getattr(cls, "task_slots", ())), label, family_slots())
 
 
 def build_task(cfg: DictConfig, choices: dict[str, str]):

@@ -51,6 +51,10 @@ def construct(fn: Callable, kwargs: dict[str, Any], label: str, *args: Any, **fi
         raise UserError(f"{label}: {e}") from e
 
 
+# slot kind -> how many leading constructor arguments are sizes given at build time, not config keys
+SIZE_ARGUMENTS = {"pair": 2}  # the width and the number of positions of the maps
+
+
 def variant(name: str) -> Variant:
     if name not in VARIANTS:
         near = difflib.get_close_matches(name, list(VARIANTS), n=1)
@@ -82,7 +86,8 @@ def attention_slots(model_cfg: DictConfig | Mapping, offered: tuple[str, ...], w
                         f"(it has {', '.join(offered)}); {v.name} fits {fitting}")
     cls = v.modules[usable[0]]
     label = f"model={v.name}"
-    check_keys(cfg, parameters(cls)[1:], label)  # the first parameter is the width, given by the backbone
+    # the leading parameters are sizes the backbone or task gives: the width (a pair module: also positions)
+    check_keys(cfg, parameters(cls)[SIZE_ARGUMENTS.get(usable[0], 1):], label)
     return {usable[0]: functools.partial(_build_module, cls, cfg, label)}
 
 

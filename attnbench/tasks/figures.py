@@ -157,3 +157,41 @@ def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, g
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, query_maps: Tensor,
+                          labels: list[int], classes: list[str], path: Path) -> Path:
+    """Pair attention in one episode: a row per query, two columns per class (that class's support image,
+    then the query), each with the attention it gets in that (query, class) pair; the query's own class is
+    framed in green. ``support`` (N, C, H, W), ``query`` (R, C, H, W), maps (R, N, h, w)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, ways = support_maps.shape[:2]
+    size = query.shape[-2:]
+    up = torch.nn.functional.interpolate
+    fig, axes = plt.subplots(rows, 2 * ways, figsize=(1.3 * 2 * ways, 1.45 * rows + 0.4), squeeze=False)
+    for r in range(rows):
+        for k in range(ways):
+            for side, (image, maps) in enumerate(((support[k], support_maps), (query[r], query_maps))):
+                ax = axes[r, 2 * k + side]
+                picture = image.permute(1, 2, 0).squeeze(-1).numpy()
+                ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+                heat = up(maps[r, k][None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+                ax.imshow(heat.numpy(), cmap="jet", alpha=0.45)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if k == labels[r]:
+                    for spine in ax.spines.values():
+                        spine.set_edgecolor("limegreen")
+                        spine.set_linewidth(2.5)
+            if r == 0:
+                axes[r, 2 * k].set_title(f"{classes[k][:26]}\nsupport | query", fontsize=6, loc="left")
+        axes[r, 0].set_ylabel(f"query {r}", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
