@@ -14,6 +14,9 @@ OFFLINE_ENV = {
     "WANDB_SILENT": "true",
     "WANDB_DISABLE_GIT": "true",
     "MPLBACKEND": "Agg",
+    # the models are tiny and pytest-xdist runs one test per core: a thread each keeps the cores from
+    # being oversubscribed (the runs spawned by a test inherit it)
+    "OMP_NUM_THREADS": "1",
 }
 os.environ.update(OFFLINE_ENV)
 os.environ.pop("HYDRA_FULL_ERROR", None)
