@@ -42,18 +42,21 @@ def test_every_data_set_composes_with_its_defaults(data: str) -> None:
 
 def test_every_variant_and_backbone_fits_some_data_set() -> None:
     """Each model= and backbone= option composes and checks with at least one data set."""
+    embedded = ["digits", "reviews", "glyphs", "shapes"]  # one per task family first: most options fit one
+    candidates = embedded + [d for d in options("data") if d not in embedded]
     with composer() as compose_:
         for group in ("model", "backbone"):
             for option in options(group):
-                fitted = []
-                for data in options("data"):
+                fits = False
+                for data in candidates:
                     try:
                         cfg = compose_(f"data={data}", f"{group}={option}")
                         check(cfg, choices(cfg))
-                        fitted.append(data)
                     except Exception:
                         continue
-                assert fitted, f"{group}={option} fits no data set"
+                    fits = True
+                    break
+                assert fits, f"{group}={option} fits no data set"
 
 
 def test_every_config_file_opens_with_a_description() -> None:
