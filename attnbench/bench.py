@@ -49,7 +49,6 @@ from torch import Tensor, nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import UserError
 
@@ -146,16 +145,6 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> float:
     with TensorMemory() as tracker:
         fn()
     return tracker.peak / 2**20
-
-
-def forward_flops(fn: Callable[[], Any]) -> float | None:
-    """FLOPs torch's counter finds in one call (matrix products and convolutions); None if it cannot trace."""
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            fn()
-    except Exception:
-        return None
-    return float(counter.get_total_flops())
 
 
 def machine() -> dict[str, Any]:
@@ -256,6 +245,7 @@ def build(variant: str, settings: Settings) -> Setup:
 def step_cost(setup: Setup, settings: Settings) -> dict[str, Any]:
     """Time, throughput, memory, size and FLOPs of the trainer's step on one batch."""
     from .attention import attention_parameters
+    from .engine import forward_flops
 
     trainer, task = setup.trainer, setup.task
     batch = setup.batches[0]

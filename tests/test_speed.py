@@ -20,6 +20,7 @@ from attnbench.attention.mixer import LocalSelfAttention, RelativePositionAttent
 from attnbench.backbones.speednet import PatchWhitening, SpeedNet
 from attnbench.config import TrainerConfig
 from attnbench.data.batches import Augment, TensorBatches
+from attnbench.engine import forward_flops
 from attnbench.engine.optim import build_optimizer, lr_factor
 from tests.runner import assert_complete_summary, attnbench, run_dirs
 
@@ -110,6 +111,20 @@ def test_compile_every_feature_and_pool_variant(name: str) -> None:
         reported = diagnostics(module)  # what the compiled pass recorded (training records nothing)
         torch.testing.assert_close(out, call(module))
         torch.testing.assert_close(reported, diagnostics(module))
+
+
+@pytest.mark.parametrize("name", _feature_and_pool_variants())
+def test_flops_are_counted_for_every_feature_and_pool_variant(name: str) -> None:
+    """summary.json's flops_per_sample: the counter must get through every variant, learned queries included."""
+    variant = VARIANTS[name]
+    kind = "feature" if "feature" in variant.slots else "pool"
+    module = variant.modules[kind](16).eval()
+    call = (lambda: module(torch.randn(2, 16, 4, 4))) if kind == "feature" else \
+        (lambda: module(torch.randn(2, 16, 16), mask=None, grid=(4, 4)))
+    flops = forward_flops(call)
+    assert flops is not None
+    if any(True for _ in module.parameters()):  # learned layers multiply; parameter-free pools count nothing
+        assert flops > 0
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import contextlib
 import resource
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -89,6 +90,21 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def forward_flops(fn: Callable[[], Any]) -> float | None:
+    """FLOPs torch's counter finds in one call (matrix products, convolutions, attention); None when it cannot
+    trace an operator, rather than a failed run.
+
+    Counted with autograd on: the counter's module tracker cannot follow a parameter's view made under
+    ``no_grad`` (a learned query expanded over the batch) and would give no figure for those variants.
+    """
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    except Exception:
+        return None
+    return float(counter.get_total_flops())
 
 
 def check_fingerprint(checkpoint: dict[str, Any], fingerprint: str, path: Any) -> None:
@@ -418,12 +434,8 @@ class Trainer:
         warm-up with the device synchronised."""
         batch, size = self.task.example_batch()
         model = self.task.model.eval()
-        try:
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                self.task.predict(model, batch)
-            flops = counter.get_total_flops() / max(size, 1)
-        except Exception:  # an operator the counter cannot trace: no figure rather than a failed run
-            flops = None
+        flops = forward_flops(lambda: self.task.predict(model, batch))
+        flops = flops / max(size, 1) if flops is not None else None
         with torch.no_grad(), self._autocast():
             for _ in range(3):
                 self.task.predict(self.eval_model, batch)
