@@ -1,4 +1,4 @@
-"""attnbench train | eval | compare | list — the command line.
+"""attnbench train | eval | compare | list | bench — the command line.
 
 ``train`` is a Hydra application. Before Hydra creates any directory, every job of the command is composed
 and checked, so a mistake (an unknown variant, a misspelt key, a variant with no slot in the task) ends with
@@ -192,7 +192,7 @@ def _hydra_task(cfg) -> dict | None:
         error(f"job {','.join(overrides)}: {e}" if in_sweep else str(e))
         if in_sweep:
             return None
-        if discard_if_refused and not run.checkpoints.exists():
+        if discard_if_refused and not run.checkpoints.exists() and launch.process_rank() == 0:
             logging.shutdown()  # closes train.log
             run.discard(stop=Path.cwd())
         raise SystemExit(2) from None
