@@ -71,7 +71,20 @@ def _context(weights: Tensor, memory: Tensor) -> Tensor:
     return torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)
 
 
-class SoftAttention(Align):
+class ScoredAlign(Align):
+    """An align module whose weights come from a ``Score`` (``self.score``) normalised over the memory."""
+
+    def prepare(self, memory: Tensor) -> Tensor:
+        return self.score.keys(memory)
+
+    def step_weights(self, query: Tensor, memory: Tensor, mask: Tensor | None) -> Tensor:
+        """α (B, N) of one step: the query's score against keys prepared once per sequence, normalised."""
+        keys = self._keys_for(memory, mask)
+        scores = self.score.compare(query.unsqueeze(1), keys).squeeze(1)
+        return normalize(scores, mask, self.norm, self.temperature)
+
+
+class SoftAttention(ScoredAlign):
     """Show, Attend and Tell's deterministic soft attention.
 
     e_ti = vᵀtanh(W_a a_i + W_h h_{t-1}), α_t = softmax(e_t), z_t = β_t Σᵢ α_ti a_i with the gate
@@ -102,13 +115,8 @@ class SoftAttention(Align):
         self.gate = nn.Linear(query_dim, 1) if gate else None
         self.out_dim = memory_dim
 
-    def prepare(self, memory: Tensor) -> Tensor:
-        return self.score.keys(memory)
-
     def forward(self, query: Tensor, memory: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        keys = self._keys_for(memory, mask)
-        weights = normalize(self.score.compare(query.unsqueeze(1), keys).squeeze(1), mask, self.norm,
-                            self.temperature)
+        weights = self.step_weights(query, memory, mask)
         context = _context(weights, memory)
         if self.gate is not None:
             context = context * torch.sigmoid(self.gate(query))
@@ -131,7 +139,7 @@ def doubly_stochastic_penalty(weights: Tensor, steps: Tensor, mask: Tensor | Non
     return gap.sum() / steps.sum().clamp_min(1)
 
 
-class HardAttention(Align):
+class HardAttention(ScoredAlign):
     """Show, Attend and Tell's stochastic hard attention, trained with REINFORCE.
 
     α_t as in soft attention; in training one region s_t ~ Multinoulli(α_t) is the context (z_t = a_{s_t}), except
@@ -180,18 +188,13 @@ class HardAttention(Align):
         self._log_prob: Tensor | None = None  # Σₜ log α_{t,s_t} per sequence, with its gradient
         self._tokens: Tensor | None = None
 
-    def prepare(self, memory: Tensor) -> Tensor:
-        return self.score.keys(memory)
-
     def start(self, memory: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> None:
         super().start(memory, mask, grid)
         self._samples = []
         self._expected = not self.training or bool(torch.rand(()) < self.soft_mix)
 
     def forward(self, query: Tensor, memory: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        keys = self._keys_for(memory, mask)
-        weights = normalize(self.score.compare(query.unsqueeze(1), keys).squeeze(1), mask, self.norm,
-                            self.temperature)
+        weights = self.step_weights(query, memory, mask)
         if self._expected and not (self.argmax_at_test and not self.training):
             context = _context(weights, memory)
         else:
@@ -238,7 +241,7 @@ class HardAttention(Align):
             self.signal_sq.mul_(self.decay).add_((1 - self.decay) * (signal ** 2).mean())
 
 
-class GlobalAttention(Align):
+class GlobalAttention(ScoredAlign):
     """Luong's global attention: score every position, softmax, context c_t, attentional state
     h̃_t = tanh(W_c[c_t; h_t]).
 
@@ -260,13 +263,8 @@ class GlobalAttention(Align):
         self.combine = nn.Linear(memory_dim + query_dim, query_dim, bias=False)
         self.out_dim = query_dim
 
-    def prepare(self, memory: Tensor) -> Tensor:
-        return self.score.keys(memory)
-
     def forward(self, query: Tensor, memory: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        keys = self._keys_for(memory, mask)
-        weights = normalize(self.score.compare(query.unsqueeze(1), keys).squeeze(1), mask, self.norm,
-                            self.temperature)
+        weights = self.step_weights(query, memory, mask)
         context = _context(weights, memory)
         return torch.tanh(self.combine(torch.cat([context, query], -1))), weights
 
@@ -299,7 +297,7 @@ def monotonic_centre(step: int, shape: tuple[int, ...], device: torch.device | N
     return torch.tensor(coordinates[::-1], dtype=torch.float32, device=device)
 
 
-class LocalAttention(Align):
+class LocalAttention(ScoredAlign):
     """Luong's local attention: attend only within a window of half-width D around an aligned position p_t,
     with a Gaussian falloff.
 
@@ -343,7 +341,7 @@ class LocalAttention(Align):
     def prepare(self, memory: Tensor) -> Tensor:
         shape = self._grid or (memory.shape[1],)
         self._positions = grid_positions(shape, memory.device)
-        return self.score.keys(memory)
+        return super().prepare(memory)
 
     def centre(self, query: Tensor) -> Tensor:
         """p_t as coordinates (B, d)."""
