@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from .hub import load_hub
 
 # ---------------------------------------------------------------------------------------- tokens
 
@@ -367,16 +368,6 @@ def _finish(listings: dict[str, _Listing], source: str, image_size: int, make_sp
     return data
 
 
-def _load_hub(hub_id: str) -> Any:
-    import datasets
-
-    try:
-        return datasets.load_dataset(hub_id)
-    except Exception as e:
-        raise UserError(f"cannot load {hub_id!r} from the Hugging Face hub ({str(e).splitlines()[0]}); check the "
-                        f"network, or use data=caption_file with local files") from e
-
-
 def _hub_splits(dd: Any, hub_id: str) -> dict[str, list[Any]]:
     """Our split name -> the hub splits that make it (COCO's restval joins train, as in Karpathy's split)."""
     found: dict[str, list[Any]] = {"train": [], "val": [], "test": []}
@@ -412,7 +403,7 @@ def load_caption_hub(hub_id: str = "jxie/flickr8k", image_column: str = "image",
     (``umaru97/flickr30k_train_val_test``: image, caption as a list; Karpathy's train/val/test)."""
     import datasets
 
-    dd = _load_hub(hub_id)
+    dd = load_hub(hub_id, "use data=caption_file with local files")
     listings: dict[str, _Listing] = {}
     tables: dict[str, list[tuple[Any, int]]] = {}
     for split, parts in _hub_splits(dd, hub_id).items():
@@ -447,7 +438,7 @@ def load_coco(image_root: str | None = None, hub_id: str = "yerevann/coco-karpat
     if image_root is None:
         raise UserError("data=coco needs data.image_root=DIR, the folder holding COCO's train2014/ and val2014/")
     root = Path(image_root).expanduser()
-    dd = _load_hub(hub_id)
+    dd = load_hub(hub_id, "use data=caption_file with local files")
     listings = {}
     for split, parts in _hub_splits(dd, hub_id).items():
         listing = _Listing()

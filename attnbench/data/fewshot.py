@@ -14,26 +14,16 @@ import numpy as np
 
 from ..errors import UserError
 from .episodes import FewShotData, split_classes, split_from_arrays
+from .hub import check_columns, load_hub
 from .images import IMAGE_SUFFIXES, _decode_all
 
 OMNIGLOT_HUB_SPLIT = (1028, 172, 423)  # Snell et al.'s class counts for the Vinyals split (train, val, test)
 
 
 def _hub(hub_id: str, columns: tuple[str, str], hint: str):
-    """``datasets.load_dataset(hub_id)``, with a one-line error for a missing set or column."""
-    import datasets
-
-    try:
-        dd = datasets.load_dataset(hub_id)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load {hub_id!r} from the Hugging Face hub ({first}); check the network, "
-                        f"or {hint}") from e
-    some = dd[next(iter(dd))]
-    for column in columns:
-        if column not in some.column_names:
-            raise UserError(f"{hub_id} has no column {column!r}; its columns are {', '.join(some.column_names)} "
-                            f"(set data.image_column / data.label_column)")
+    """The hub set, refused in one line when it cannot be loaded or lacks a column."""
+    dd = load_hub(hub_id, hint)
+    check_columns(dd[next(iter(dd))], hub_id, columns, "set data.image_column / data.label_column")
     return dd
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from .hub import check_columns, load_hub
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images N×C×H×W, int64 labels)
@@ -120,15 +121,9 @@ def _read_hub_cifar(hub_id: str, image_column: str, label_column: str) -> tuple[
     """A hub parquet data set with an image column and a ClassLabel column (``uoft-cs/cifar10`` layout)."""
     import datasets
 
-    try:
-        dd = datasets.load_dataset(hub_id)
-    except Exception as e:
-        raise UserError(f"cannot load {hub_id!r} from the Hugging Face hub ({str(e).splitlines()[0]}); "
-                        f"check the network, or point data.root at a torchvision CIFAR folder") from e
+    dd = load_hub(hub_id, "point data.root at a torchvision CIFAR folder")
     first = dd[next(iter(dd))]
-    for column in (image_column, label_column):
-        if column not in first.column_names:
-            raise UserError(f"{hub_id} has no column {column!r}; its columns are {', '.join(first.column_names)}")
+    check_columns(first, hub_id, (image_column, label_column))
     feature = first.features[label_column]
     names = list(feature.names) if hasattr(feature, "names") else sorted({str(v) for v in first[label_column]})
     splits = {}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from .hub import check_columns, load_hub
 
 TARGETS = ("class", "regression")
 TEXT_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -101,20 +102,10 @@ def load_hub_text(hub_id: str, text_columns: list[str], label_column: str = "lab
     ``fancyzhx/amazon_polarity``, ``stanfordnlp/imdb``). Several text columns (Amazon's title and content)
     are joined with a line break. ``validation`` is used when the source has one, else ``val_size`` rows
     are carved from train (stratified, ``split_seed``); ``limit`` subsamples each split first."""
-    import datasets
-
-    try:
-        dd = datasets.load_dataset(hub_id)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load {hub_id!r} from the Hugging Face hub ({first}); check the network, or "
-                        f"train on a local copy with data=text_file data.path=FILE") from e
+    dd = load_hub(hub_id, "train on a local copy with data=text_file data.path=FILE")
     if "train" not in dd or "test" not in dd:
         raise UserError(f"{hub_id} must have train and test splits, found {', '.join(dd)}")
-    columns = dd["train"].column_names
-    for column in [*text_columns, label_column]:
-        if column not in columns:
-            raise UserError(f"{hub_id} has no column {column!r}; its columns are {', '.join(columns)}")
+    check_columns(dd["train"], hub_id, [*text_columns, label_column])
     feature = dd["train"].features[label_column]
     if not hasattr(feature, "names"):
         raise UserError(f"{hub_id}: column {label_column!r} is not a class label ({feature}); use data=text_file "
