@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import UserError
 from .episodes import FewShotData, split_classes, split_from_arrays
 from .hub import check_columns, load_hub
-from .images import IMAGE_SUFFIXES, _decode_all
+from .images import IMAGE_SUFFIXES, _decode_all, data_folder
 
 OMNIGLOT_HUB_SPLIT = (1028, 172, 423)  # Snell et al.'s class counts for the Vinyals split (train, val, test)
 
@@ -222,11 +222,7 @@ def load_fewshot_folder(path: str | None = None, image_size: int | None = None, 
     """The user's own images, one folder per class (``<class>/*.png|jpg``, or ``<group>/<class>/…``); the
     classes are split at random (``split_seed``) into train / val / test. ``image_size`` resizes to a
     square; by default every image is brought to the size of the first one."""
-    if path is None:
-        raise UserError("data=fewshot_folder needs data.path=DIR (a folder with one sub-folder of images per class)")
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise UserError(f"data.path={path} is not a folder")
+    root = data_folder(path, "fewshot_folder", "a folder with one sub-folder of images per class")
     classes = _class_folders(root)
     if not classes:
         raise UserError(f"data.path={path} holds no images in <class>/ or <group>/<class>/ folders")

@@ -213,16 +213,22 @@ def _folder_images(split_dir: Path) -> dict[str, list[Path]]:
     return classes
 
 
+def data_folder(path: str | None, data: str, layout: str) -> Path:
+    """``data.path`` of a folder data set, refused in one line when it is not given or not a folder."""
+    if path is None:
+        raise UserError(f"data={data} needs data.path=DIR ({layout})")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data.path={path} is not a folder")
+    return root
+
+
 def load_image_folder(path: str | None = None, image_size: int | None = None, val_fraction: float = 0.1,
                       split_seed: int = 0) -> ImageData:
     """The user's own images: ``path/train/<class>/*.png|jpg`` and ``path/test/<class>/…``, optionally
     ``path/val/<class>/…`` (else val is carved from train). ``image_size`` resizes to a square; by default
     every image is brought to the size of the first one."""
-    if path is None:
-        raise UserError("data=image_folder needs data.path=DIR (a folder with train/<class>/ and test/<class>/)")
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise UserError(f"data.path={path} is not a folder")
+    root = data_folder(path, "image_folder", "a folder with train/<class>/ and test/<class>/")
     train_dir, test_dir = root / "train", root / "test"
     for d in (train_dir, test_dir):
         if not d.is_dir():
