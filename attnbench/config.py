@@ -62,6 +62,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     resume: Optional[str] = None  # a run directory to continue (use `attnbench train resume=DIR`)
+    allow_degenerate: bool = False  # run a variant whose attention weighs fewer than two things (marked as such)
 
 
 def register_schemas() -> None:

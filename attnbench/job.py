@@ -26,7 +26,7 @@ from .attention import attention_parameters
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint, distributed
 from .tasks import build_task
 from .track import Logger, RunDirectory, create_logger
-from .track.console import console, info, summary_table
+from .track.console import console, info, summary_table, warn
 
 
 def seed_everything(seed: int) -> None:
@@ -93,13 +93,16 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
     try:
         seed_everything(cfg.seed)
         task = build_task(cfg, choices)
+        summary["attention"] = task.attention
+        announce_attention(task.attention)
         checkpoint = run.load_checkpoint(run.last) if resume else None
         if checkpoint is not None:
             check_fingerprint(checkpoint, fingerprint(cfg), run.last)
         logger = create_logger(cfg.logger, run_dir=run.path, name=run.path.name, group=group_name(choices, overrides),
                                tags=[task.family, f"data={choices['data']}", f"backbone={choices['backbone']}",
                                      f"model={choices['model']}"],
-                               config=OmegaConf.to_container(cfg, resolve=True),
+                               config={**OmegaConf.to_container(cfg, resolve=True),
+                                       "attention": attention_flags(task.attention)},
                                run_id=checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
         trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
         trainer.setup(checkpoint)
@@ -132,12 +135,29 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         if world.main:
             run.write_summary(summary)
         if logger is not None:
-            logger.set_summary({**summary["metrics"], "status": summary["status"]})
+            flags = {"attention": attention_flags(summary["attention"])} if "attention" in summary else {}
+            logger.set_summary({**summary["metrics"], "status": summary["status"], **flags})
             logger.finish(exit_code=0 if summary["status"] == "completed" else 1)
     console.print(summary_table(summary))
     info(f"run directory: {run_dir}")
     info(f"{summary['primary']['name']} = {summary['primary']['value']:.4f}")
     return summary
+
+
+def announce_attention(record: dict[str, Any]) -> None:
+    """The run's first line about its attention, and a warning when it weighs nothing or reduces."""
+    info(f"attention: {record['summary']}")
+    if record["degenerate"]:
+        warn(f"running anyway (allow_degenerate=true), marked degenerate: {record['degenerate']}")
+    if record["reduced"]:
+        warn(record["reduced"])
+
+
+def attention_flags(record: dict[str, Any]) -> dict[str, Any]:
+    """What W&B keeps of the attention record: its line and its two marks (the per-module list stays in
+    summary.json)."""
+    return {"summary": record["summary"], "params": record["params"],
+            "degenerate": record["degenerate"] is not None, "reduced": record["reduced"]}
 
 
 def _measurements(trainer: Trainer | None, task: Any, started: float,

@@ -9,10 +9,12 @@ from .base import (
                    capture_weights,
                    diagnostics,
                    send_reward,
+                   survey,
 )
 from .registry import SLOT_KINDS, VARIANTS, Variant, get_variant
 
 __all__ = [
     "Attention", "SLOT_KINDS", "VARIANTS", "Variant", "attention_entropy", "attention_modules",
     "attention_parameters", "aux_losses", "capture_weights", "diagnostics", "get_variant", "send_reward",
+    "survey",
 ]

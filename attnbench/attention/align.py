@@ -338,6 +338,15 @@ class LocalAttention(ScoredAlign):
         self.out_dim = query_dim
         self._positions: Tensor | None = None
 
+    def reduction(self, choices: dict[str, int]) -> str | None:
+        """Wherever p_t lies, [p_t − D, p_t + D] holds every position of an axis of S when D ≥ S − 1."""
+        shape = self._grid or (choices["regions"],)
+        if all(self.window >= side - 1 for side in shape):
+            return (f"equals global: its window of half-width {self.window} covers all {choices['regions']} "
+                    f"regions of its memory ({'×'.join(map(str, shape))}) wherever it is centred; only the "
+                    f"Gaussian falloff (σ={self.sigma:g}) differs")
+        return None
+
     def prepare(self, memory: Tensor) -> Tensor:
         shape = self._grid or (memory.shape[1],)
         self._positions = grid_positions(shape, memory.device)

@@ -16,8 +16,9 @@ loss; every other variant ignores it, and the engine never sees it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +47,23 @@ class Attention(nn.Module):
             self.weights = weights.detach()
         if not self.training:
             self._diagnostics["entropy"] = attention_entropy(weights.detach(), mask)
+
+    def choices(self, *inputs: Any, **options: Any) -> dict[str, int]:
+        """What this module's weights choose among in a forward call with these arguments, and how many:
+        ``{"positions": 49}``. A weighting over fewer than two things weighs nothing, so the task refuses it
+        before training. The default reads the slot's interface; a variant whose weights run over something
+        else (channels and positions, pyramid regions) says so by overriding it."""
+        x = inputs[0]
+        if self.slot == "feature":  # (B, C, H, W)
+            return {"channels": x.shape[1]} if self.weights_over == "channels" else {"positions": x.shape[2] * x.shape[3]}
+        if self.slot == "align":  # query (B, Dq), memory (B, N, Dm)
+            return {"regions": inputs[1].shape[1]}
+        return {"positions": x.shape[-2]}  # mixer, pool, model: (B, N, D); pair: (..., N, D), each map
+
+    def reduction(self, choices: dict[str, int]) -> str | None:
+        """When ``choices`` (from ``choices``) make this variant compute what a simpler one does: a phrase
+        naming that one, e.g. "equals global: ..."; None otherwise. The run goes on, with a warning."""
+        return None
 
     def add_loss(self, name: str, value: Tensor) -> None:
         """Register an auxiliary loss of the current forward pass (coefficient already applied)."""
@@ -125,6 +143,35 @@ def attention_parameters(model: nn.Module) -> int:
                 seen.add(id(p))
                 count += p.numel()
     return count
+
+
+def survey(model: nn.Module, forward: Callable[[], Any], kinds: tuple[type, ...]) -> list[dict[str, Any]]:
+    """Run ``forward`` (one pass of ``model``) with a hook on every attention module of the classes
+    ``kinds`` (outermost ones: a variant's own parts are not listed apart) and say, per module in model
+    order, what its first call weighed over, whether that reduces it to a simpler variant, and its
+    parameter count. A module the pass never called has ``over`` empty."""
+    found: list[tuple[str, Attention]] = []
+    for name, module in attention_modules(model):
+        if isinstance(module, kinds) and not any(name.startswith(f"{outer}.") for outer, _ in found):
+            found.append((name, module))
+    records = {name: {"module": name, "slot": module.slot, "over": {}, "reduces_to": None,
+                      "params": sum(p.numel() for p in module.parameters())} for name, module in found}
+
+    def hook(name: str) -> Callable:
+        def record(module: Attention, args: tuple, kwargs: dict) -> None:
+            entry = records[name]
+            if not entry["over"]:  # the first call: a decoder calls its align module once per word
+                entry["over"] = {k: int(v) for k, v in module.choices(*args, **kwargs).items()}
+                entry["reduces_to"] = module.reduction(entry["over"])
+        return record
+
+    handles = [module.register_forward_pre_hook(hook(name), with_kwargs=True) for name, module in found]
+    try:
+        forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(records.values())
 
 
 @contextmanager

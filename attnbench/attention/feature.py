@@ -6,6 +6,8 @@ as the CBAM reference code does.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -99,6 +101,10 @@ class CBAM(Attention):
         self.record(s.flatten(1))
         return x * s
 
+    def choices(self, *inputs: Any, **options: Any) -> dict[str, int]:
+        x = inputs[0]  # a channel gate, then a spatial one
+        return {"channels": x.shape[1], "positions": x.shape[2] * x.shape[3]}
+
 
 class PositionAttention(nn.Module):
     """DANet's position module: softmax(QKᵀ) over all positions, applied to V (Q, K: C→C/r; V: C→C).
@@ -170,6 +176,10 @@ class DualAttention(Attention):
         if weights is not None:
             self.record(weights)
         return x + self.gamma * position + self.beta * self.channel(x)
+
+    def choices(self, *inputs: Any, **options: Any) -> dict[str, int]:
+        x = inputs[0]  # the channel module weighs channels, the position module positions
+        return {"channels": x.shape[1], "positions": x.shape[2] * x.shape[3]}
 
 
 class Gate(Attention):

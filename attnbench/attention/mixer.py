@@ -190,6 +190,7 @@ class MultiHeadAttention(Mixer):
 
     paper = "Vaswani et al. 2017, Attention Is All You Need"
     project_out = True  # the output projection after concatenating the heads
+    one_head: str | None = "self"  # the variant this one equals with heads=1 (None: a one-head form of its own)
 
     def __init__(self, dim: int, heads: int = 4, score: str = "scaled", norm: str = "softmax",
                  temperature: float = 1.0, dropout: float = 0.0, bias: bool = True) -> None:
@@ -208,6 +209,9 @@ class MultiHeadAttention(Mixer):
             self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.in_proj = nn.Linear(dim, 3 * dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias) if self.project_out else nn.Identity()
+
+    def reduction(self, choices: dict[str, int]) -> str | None:
+        return f"equals {self.one_head}: heads=1 leaves one head" if self.heads == 1 and self.one_head else None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         q, k, v = self.project(x)
@@ -247,6 +251,7 @@ class SelfAttention(MultiHeadAttention):
 
     paper = "Vaswani et al. 2017, Attention Is All You Need (one scaled dot-product head)"
     project_out = False
+    one_head = None
 
     def __init__(self, dim: int, score: str = "scaled", norm: str = "softmax", temperature: float = 1.0,
                  dropout: float = 0.0, bias: bool = True) -> None:
@@ -273,6 +278,7 @@ class RelativePositionAttention(MultiHeadAttention):
     """
 
     paper = "Shaw et al. 2018, Self-Attention with Relative Position Representations"
+    one_head = None
 
     def __init__(self, dim: int, heads: int = 4, max_distance: int = 16, norm: str = "softmax",
                  temperature: float = 1.0, dropout: float = 0.0, bias: bool = True) -> None:
@@ -357,6 +363,7 @@ class LocalSelfAttention(MultiHeadAttention):
     """
 
     paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (local-m, as self-attention)"
+    one_head = None
 
     def __init__(self, dim: int, heads: int = 4, window: int = 2, sigma: float | None = None,
                  norm: str = "softmax", temperature: float = 1.0, dropout: float = 0.0, bias: bool = True) -> None:

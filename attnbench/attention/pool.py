@@ -8,6 +8,7 @@ positions; ``grid`` is (H, W) when the positions come from an image, for the var
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -129,6 +130,14 @@ class KMaxPool(Attention):
         self.k = k
         self.out_dim = k * dim
 
+    def reduction(self, choices: dict[str, int]) -> str | None:
+        if self.k == 1:
+            return "equals max: k=1 keeps the largest value of each channel"
+        if self.k >= choices["positions"]:
+            return (f"selects nothing: k={self.k} keeps all {choices['positions']} positions, in order "
+                    f"(a plain concatenation of the sequence)")
+        return None
+
     def forward(self, x: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         if self.k > x.shape[1]:
             raise ValueError(f"kmax: k={self.k} is larger than the {x.shape[1]} positions it pools")
@@ -158,6 +167,14 @@ class ChunkMaxPool(Attention):
         _positive("k", k)
         self.k = k
         self.out_dim = k * dim
+
+    def reduction(self, choices: dict[str, int]) -> str | None:
+        if self.k == 1:
+            return "equals max: k=1 chunk is the whole sequence"
+        if self.k >= choices["positions"]:
+            return (f"max-pools nothing: k={self.k} chunks of {choices['positions']} positions hold one position "
+                    f"each (a plain concatenation of the sequence)")
+        return None
 
     def forward(self, x: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         return _region_max(x, _regions(x, mask, None, self.k, "chunkmax")).flatten(1)
@@ -301,8 +318,12 @@ class MultiQueryAttention(Attention):
         check_norm(norm, temperature)
         self.keys = nn.Linear(dim, d_a, bias=False)  # W₁
         self.scores = LearnedQueries(d_a, r, score)  # the rows of W₂
-        self.norm, self.temperature, self.coef = norm, temperature, coef
+        self.norm, self.temperature, self.coef, self.r = norm, temperature, coef, r
         self.out_dim = r * dim
+
+    def reduction(self, choices: dict[str, int]) -> str | None:
+        return "equals ffattn: r=1 is one learned query (and the penalty has nothing to keep apart)" \
+            if self.r == 1 else None
 
     def forward(self, x: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         valid = None if mask is None else mask.unsqueeze(1)
@@ -348,6 +369,10 @@ class PyramidPool(Attention):
         self.scale = nn.Parameter(torch.tensor(math.sqrt(dim)))
         self.norm, self.temperature = norm, temperature
         self.out_dim = len(self.levels) * dim
+
+    def choices(self, *inputs: Any, grid: tuple[int, int] | None = None, **options: Any) -> dict[str, int]:
+        """Regions of every level together: b×b of them per level on a grid, b on a sequence."""
+        return {"regions": sum(b * b if grid is not None else b for b in self.levels)}
 
     def forward(self, x: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         pooled, weights = [], []

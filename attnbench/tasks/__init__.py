@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from ..attention import VARIANTS, survey
 from ..config import check_trainer
 from ..data import LOADERS
 from ..errors import UserError
@@ -13,6 +14,7 @@ from .caption import CaptionTask
 from .classify import ClassifyTask
 from .fewshot import FewShotTask
 from .rate import RateTask
+from .shapes import attention_record
 
 # task family -> class; ``data.task`` in a data config picks one
 TASKS: dict[str, type] = {
@@ -62,19 +64,23 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
 def build_task(cfg: DictConfig, choices: dict[str, str]):
     """Load the data and build the model of the task family the data set names, then probe it with one
     forward pass on two test samples: an impossible hyperparameter (k larger than the sequence, a window
-    wider than the grid) is refused here, before training, rather than as a shape error mid-run."""
+    wider than the grid) is refused here, before training, rather than as a shape error mid-run. The same
+    pass records what every attention module weighs over (``task.attention``, see ``shapes``) and refuses
+    attention over nothing."""
     check(cfg, choices)
     task = task_class(cfg, choices)(cfg, choices, family_slots())
     batch, _ = task.example_batch(limit=2)
     task.model.eval()
+    kinds = tuple(VARIANTS[cfg.model.name].modules.values())
     try:
         with torch.no_grad():
-            task.predict(task.model, batch)
+            modules = survey(task.model, lambda: task.predict(task.model, batch), kinds)
     except (ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"model={choices['model']} does not fit backbone={choices['backbone']} on "
                         f"data={choices['data']}: {first}") from e
     task.model.train()
+    task.attention = attention_record(modules, cfg, choices, task.family)
     return task
 
 
