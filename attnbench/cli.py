@@ -146,7 +146,7 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
                 return prefix + _composition_error(e, job)
 
     from .errors import UserError
-    from .tasks import check
+    from .tasks import check, probe_grid
     from .track.run import check_writable
 
     for prefix, cfg in composed:
@@ -155,6 +155,11 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
             launch.check(cfg, multirun)
         except UserError as e:
             return prefix + str(e)
+    if multirun:  # a single run probes its attention as it starts; a grid, every job before the first
+        try:
+            probe_grid(composed)
+        except UserError as e:
+            return str(e)
     try:
         check_writable(Path(composed[0][1].hydra.sweep.dir if multirun else composed[0][1].hydra.run.dir))
     except UserError as e:

@@ -79,6 +79,17 @@ class Row:
     def label(self) -> str:
         return label(self.values)
 
+    @property
+    def mark(self) -> str:
+        """"degenerate" when any of its runs was, else "reduced" when any was, else "" (see RunRecord)."""
+        marks = {r.attention_mark for r in self.runs}
+        return next((m for m in ("degenerate", "reduced") if m in marks), "")
+
+    @property
+    def attention(self) -> str:
+        """What its attention weighed over: the runs' shape summaries (one, unless seeds differ in shape)."""
+        return " | ".join(dict.fromkeys(r.attention["summary"] for r in self.runs if r.attention.get("summary")))
+
 
 @dataclass
 class Comparison:
@@ -189,6 +200,9 @@ def compare_data_set(runs: list[RunRecord], baseline: tuple[str, str] | None) ->
                         f"; compare them separately")
     for row in rows:
         _statistics(row)
+        if row.mark:
+            why = next(r.attention.get(row.mark) for r in row.runs if r.attention_mark == row.mark)
+            comparison.notes.append(f"{row.label} is marked {row.mark}: {why}")
         duplicates = [s for s, n in Counter(row.seeds).items() if n > 1]
         if duplicates:
             comparison.notes.append(f"{row.label}: seed {', '.join(map(str, duplicates))} appears in several runs "

@@ -67,7 +67,7 @@ MAIN_COLUMNS = ("n", "mean ± std", "95% CI", "Δ", "p (Welch)", "params", "attn
 
 def main_cells(row: Row) -> list[str]:
     c = row.cost
-    return [n_cell(row), primary_cell(row), ci_cell(row), delta_cell(row),
+    return [n_cell(row) + (f" ⚠ {row.mark}" if row.mark else ""), primary_cell(row), ci_cell(row), delta_cell(row),
             "" if row.is_baseline else fmt_p(row.p_value),
             fmt_count(c["params"]), fmt_count(c["attention_params"]), fmt_count(c["flops_per_sample"]),
             fmt_plain(c["train_samples_per_s"]), fmt_plain(c["peak_memory_mb"]), fmt_plain(c["wall_time_s"], 1)]
@@ -184,6 +184,7 @@ def _row_record(c: Comparison, rank: int, row: Row) -> dict[str, Any]:
         "ci95_low": row.ci95[0] if row.ci95 else None, "ci95_high": row.ci95[1] if row.ci95 else None,
         "baseline": row.is_baseline, "delta": row.delta, "p_value": row.p_value,
         "not_completed": dict(Counter(r.status for r in row.not_completed)),
+        "attention": row.attention, "mark": row.mark,
         "metrics": {name: {"mean": m, "std": s} for name, (m, s) in sorted(row.metrics.items())},
         **row.cost,
     }
@@ -222,7 +223,7 @@ def render_csv(report: Report) -> str:
     metrics = list(dict.fromkeys(n for c in report.comparisons for n in c.metric_names if n != c.primary))
     header = ["data", "task", "primary", "higher_is_better", "rank", *keys, "n", "seeds", "mean", "std", "ci95_low",
               "ci95_high", "baseline", "delta", "p_value", "not_completed", *[f"{m} mean" for m in metrics],
-              *[f"{m} std" for m in metrics], *COST]
+              *[f"{m} std" for m in metrics], *COST, "attention", "mark"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -235,7 +236,7 @@ def render_csv(report: Report) -> str:
                              _blank(row.delta), _blank(row.p_value), len(row.not_completed),
                              *[_blank(row.metrics.get(m, (None,))[0]) for m in metrics],
                              *[_blank(row.metrics.get(m, (None, None))[1]) for m in metrics],
-                             *[_blank(row.cost.get(k)) for k in COST]])
+                             *[_blank(row.cost.get(k)) for k in COST], row.attention, row.mark])
     return buffer.getvalue()
 
 

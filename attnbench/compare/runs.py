@@ -40,6 +40,18 @@ class RunRecord:
     def error(self) -> str:
         return str(self.summary.get("error") or "")
 
+    @property
+    def attention(self) -> dict[str, Any]:
+        """The run's ``attention`` record (what its attention weighed over); empty for runs made before it."""
+        record = self.summary.get("attention")
+        return record if isinstance(record, dict) else {}
+
+    @property
+    def attention_mark(self) -> str:
+        """"degenerate" (run with allow_degenerate=true: its attention weighed nothing), "reduced" (its shapes
+        made it equal a simpler variant) or ""."""
+        return "degenerate" if self.attention.get("degenerate") else "reduced" if self.attention.get("reduced") else ""
+
     def setting(self, key: str) -> str:
         if key == "device":
             return str(self.summary.get("device") or "-")

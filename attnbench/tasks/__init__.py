@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..attention import VARIANTS, survey
 from ..config import check_trainer
@@ -84,4 +90,46 @@ def build_task(cfg: DictConfig, choices: dict[str, str]):
     return task
 
 
-__all__ = ["TASKS", "build_task", "check", "family_slots"]
+@contextmanager
+def shared_data() -> Iterator[None]:
+    """Within the block each loader loads one data configuration once, however many tasks ask for it."""
+    originals = dict(LOADERS)
+
+    def cached(loader: Callable) -> Callable:
+        loaded: dict[str, Any] = {}
+
+        @functools.wraps(loader)  # keeps its signature, against which data keys are checked
+        def load(**kwargs: Any) -> Any:
+            key = json.dumps(kwargs, sort_keys=True, default=str)
+            if key not in loaded:
+                loaded[key] = loader(**kwargs)
+            return loaded[key]
+        return load
+
+    LOADERS.update({name: cached(loader) for name, loader in originals.items()})
+    try:
+        yield
+    finally:
+        LOADERS.update(originals)
+
+
+def probe_grid(jobs: list[tuple[str, DictConfig]]) -> None:
+    """Build every distinct job of a grid (its configuration with its Hydra node; seeds do not change a
+    shape) and probe its attention, so that a job whose attention weighs nothing is refused before the first
+    job starts. ``jobs`` are (prefix naming the job, config); a refusal is a UserError that starts with it.
+    Each data configuration is loaded once, and nothing built is kept."""
+    seen: set[str] = set()
+    with shared_data():
+        for prefix, cfg in jobs:
+            identity = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "backbone", "model", "trainer")]
+            key = json.dumps([*identity, cfg.get("allow_degenerate", False)], sort_keys=True, default=str)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                build_task(cfg, dict(cfg.hydra.runtime.choices))
+            except UserError as e:
+                raise UserError(prefix + str(e)) from e
+
+
+__all__ = ["TASKS", "build_task", "check", "family_slots", "probe_grid"]
