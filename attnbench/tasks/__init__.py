@@ -132,4 +132,4 @@ def probe_grid(jobs: list[tuple[str, DictConfig]]) -> None:
                 raise UserError(prefix + str(e)) from e
 
 
-__all__ = ["TASKS", "build_task", "check", "family_slots", "probe_grid"]
+__all__ = ["TASKS", "build_task", "check", "family_slots", "probe_grid", "shared_data"]
