@@ -55,7 +55,9 @@ class Attention(nn.Module):
         else (channels and positions, pyramid regions) says so by overriding it."""
         x = inputs[0]
         if self.slot == "feature":  # (B, C, H, W)
-            return {"channels": x.shape[1]} if self.weights_over == "channels" else {"positions": x.shape[2] * x.shape[3]}
+            if self.weights_over == "channels":
+                return {"channels": x.shape[1]}
+            return {"positions": x.shape[2] * x.shape[3]}
         if self.slot == "align":  # query (B, Dq), memory (B, N, Dm)
             return {"regions": inputs[1].shape[1]}
         return {"positions": x.shape[-2]}  # mixer, pool, model: (B, N, D); pair: (..., N, D), each map
