@@ -32,6 +32,7 @@ commands:
                        (--format table|markdown|csv|json, --out FILE, --plot FILE.png; see `compare --help`)
   list                 variants (slot, paper, task families), data sets and backbones
   bench [options]      step cost per variant, trainer overhead, module parity, attention scaling
+  check-variant TARGET the slot protocol's checks on your class (pkg.mod:Class --slot feature), one line a failure
 
 `attnbench train --help` lists the config groups and their options."""
 
@@ -390,16 +391,20 @@ def list_catalogue(args: list[str]) -> int:
     from rich.table import Table
 
     from .attention import VARIANTS
+    from .plugins import BACKBONE_GROUP, VARIANT_GROUP, entry_points, loaded
     from .tasks import TASKS, family_slots
-    from .tasks.build import families_fitting
+    from .tasks.build import families_fitting, fits_task
     from .track.console import console
 
     conf = conf_dir()
-    variants = Table(title=f"attention variants ({len(VARIANTS) - 1} + none)")
+    plugins = loaded(VARIANT_GROUP)  # a plugin that does not load costs one warning line, not the list
+    variants = Table(title=f"attention variants ({len(VARIANTS) - 1} + none"
+                           + (f", {len(plugins)} from plugins)" if plugins else ")"))
     for column in ("model=", "slot", "fits tasks", "source"):
         variants.add_column(column)
-    for name, v in VARIANTS.items():
-        variants.add_row(name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())), v.paper)
+    for name, v in {**VARIANTS, **plugins}.items():
+        source = f"{v.paper} [plugin {entry_points(VARIANT_GROUP)[name].value}]" if name in plugins else v.paper
+        variants.add_row(name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())), source)
     console.print(variants)
 
     data = Table(title="data sets")
@@ -419,6 +424,9 @@ def list_catalogue(args: list[str]) -> int:
         cls = BACKBONES.get(name)
         tasks = [family for family, task in TASKS.items() if name in task.backbones]
         backbones.add_row(path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks), _describe(path))
+    for name, cls in loaded(BACKBONE_GROUP).items():
+        tasks = [family for family, task in TASKS.items() if fits_task(cls, name, task)]
+        backbones.add_row(name, ", ".join(cls.slots), ", ".join(tasks), f"plugin {entry_points(BACKBONE_GROUP)[name].value}")
     console.print(backbones)
     return 0
 
@@ -446,7 +454,20 @@ def compare_runs(args: list[str]) -> int:
     return run_compare(args)
 
 
-COMMANDS = {"train": train, "eval": evaluate_run, "compare": compare_runs, "list": list_catalogue, "bench": benchmark}
+def check_variant(args: list[str]) -> int:
+    from . import check_variant
+    from .errors import UserError
+
+    try:
+        return check_variant.main(args)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        return fail(str(e))
+
+
+COMMANDS = {"train": train, "eval": evaluate_run, "compare": compare_runs, "list": list_catalogue, "bench": benchmark,
+            "check-variant": check_variant}
 
 
 def main(argv: list[str] | None = None) -> int:

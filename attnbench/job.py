@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
-from .attention import attention_parameters
+from .attention import attention_modules, attention_parameters
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint, distributed
 from .tasks import build_task
 from .track import Logger, RunDirectory, create_logger
@@ -114,6 +114,9 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
             summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
             logger.log_images(figures, step=trainer.state.step)
         notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null in this run
+        if cfg.model.name != "none" and next(attention_modules(task.model), None) is None:
+            notes["attention"] = (f"model={choices['model']} is a plain nn.Module, not an attnbench Attention: it "
+                                  f"reports no entropy, pictures or auxiliary losses, and attention_params is 0")
         if notes:
             summary["notes"] = notes
         summary["status"] = "completed"

@@ -121,7 +121,7 @@ def variant_from(name: str, obj: Any, label: str, slot: str | None = None) -> An
     if isinstance(obj, Variant):
         return Variant(name, dict(obj.modules))
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise UserError(f"{label}: {obj!r} is not an nn.Module class")
+        raise UserError(f"{label}: {getattr(obj, '__name__', repr(obj))} is not an nn.Module class")
     declared = slot if slot is not None else getattr(obj, "slot", None)
     kinds = (declared,) if isinstance(declared, str) else tuple(declared or ())
     if not kinds:
