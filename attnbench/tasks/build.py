@@ -105,6 +105,13 @@ def attention_slots(model_cfg: DictConfig | Mapping, offered: tuple[str, ...], w
     return {usable[0]: functools.partial(_build_module, cls, cfg, label)}
 
 
+def variant_classes(model_cfg: DictConfig | Mapping) -> list[type]:
+    """The classes the configured variant fills its slots with (none: no class)."""
+    cfg = plain(model_cfg)
+    name = cfg.pop("name")
+    return list((custom_variant(cfg) if name == "custom" else variant(name)).modules.values())
+
+
 def _build_module(cls: type, kwargs: dict[str, Any], label: str, *widths: int) -> Any:
     try:
         return construct(cls, kwargs, label, *widths)
