@@ -426,7 +426,8 @@ def list_catalogue(args: list[str]) -> int:
         backbones.add_row(path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks), _describe(path))
     for name, cls in loaded(BACKBONE_GROUP).items():
         tasks = [family for family, task in TASKS.items() if fits_task(cls, name, task)]
-        backbones.add_row(name, ", ".join(cls.slots), ", ".join(tasks), f"plugin {entry_points(BACKBONE_GROUP)[name].value}")
+        source = f"plugin {entry_points(BACKBONE_GROUP)[name].value}"
+        backbones.add_row(name, ", ".join(cls.slots), ", ".join(tasks), source)
     console.print(backbones)
     return 0
 

@@ -108,7 +108,7 @@ def test_bad_custom_targets_end_with_one_line(tmp_path: Path, overrides: list[st
 
 def test_config_dir_adds_a_model_config(tmp_path: Path):
     (tmp_path / "my_conf" / "model").mkdir(parents=True)
-    (tmp_path / "my_conf" / "model" / "wide_se.yaml").write_text("# SE with a small reduction\nname: se\nreduction: 2\n")
+    (tmp_path / "my_conf" / "model" / "wide_se.yaml").write_text("# SE, reduction 2\nname: se\nreduction: 2\n")
     result = attnbench("train", "--config-dir", str(tmp_path / "my_conf"), "model=wide_se", *TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run = run_dirs(tmp_path / "outputs")[0]

@@ -8,7 +8,16 @@ from omegaconf import DictConfig
 from ..config import check_trainer
 from ..data import LOADERS
 from ..errors import UserError
-from .build import attention_slots, backbone_class, backbone_slots, check_keys, data_kwargs, fits_task, parameters, plain
+from .build import (
+    attention_slots,
+    backbone_class,
+    backbone_slots,
+    check_keys,
+    data_kwargs,
+    fits_task,
+    parameters,
+    plain,
+)
 from .caption import CaptionTask
 from .classify import ClassifyTask
 from .fewshot import FewShotTask

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from my_attention.eca import ECA, adaptive_kernel
 
 from attnbench.check_variant import check_variant
-from my_attention.eca import ECA, adaptive_kernel
 
 
 def test_passes_the_slot_protocol_checks():
