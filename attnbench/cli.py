@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import launch  # noqa: E402  registers the config resolvers every process that runs jobs needs
+from .config import conf_dir  # noqa: E402
 
 USAGE = """usage: attnbench <command> [arguments]
 
@@ -31,17 +32,12 @@ commands:
                        (--format table|markdown|csv|json, --out FILE, --plot FILE.png; see `compare --help`)
   list                 variants (slot, paper, task families), data sets and backbones
   bench [options]      step cost per variant, trainer overhead, module parity, attention scaling
+  check-variant TARGET the slot protocol's checks on your class (pkg.mod:Class --slot feature), one line a failure
 
 `attnbench train --help` lists the config groups and their options."""
 
 HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-p", "--package",
                     "--shell-completion", "-sc")
-
-
-def conf_dir() -> Path:
-    """conf/ beside the package in a source checkout, inside it in an installed wheel."""
-    here = Path(__file__).resolve().parent
-    return here / "conf" if (here / "conf").is_dir() else here.parent / "conf"
 
 
 def fail(message: str) -> int:
@@ -91,12 +87,50 @@ def _near_key(name: str, overrides: list[str]) -> str:
     return f": did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
 
 
+# Hydra flags followed by a value, which is no override (``--config-dir DIR``, ``-cd DIR``, ``--config-dir=DIR``)
+HYDRA_VALUE_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name", "--experimental-rerun")
+
+
 def _split_args(args: list[str]) -> tuple[list[str], bool, bool]:
-    """(overrides, multirun, informational): Hydra's own flags are passed through untouched."""
+    """(overrides, multirun, informational): Hydra's own flags are passed through untouched.
+
+    The checks compose with attnbench's conf/ alone, so a ``--config-dir DIR`` becomes the search-path
+    entry Hydra itself makes of it, ``hydra.searchpath=[file://DIR]``, among the overrides checked."""
     multirun = any(a in ("-m", "--multirun") for a in args)
     informational = any(a in HYDRA_INFO_FLAGS for a in args)
-    overrides = [a for a in args if not a.startswith("-")]
-    return overrides, multirun, informational
+    overrides = []
+    rest = iter(args)
+    for arg in rest:
+        if arg in HYDRA_VALUE_FLAGS:
+            next(rest, None)  # the flag's value
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return _with_search_path(overrides, _config_dirs(args)), multirun, informational
+
+
+def _config_dirs(args: list[str]) -> list[str]:
+    dirs = []
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag in ("-cd", "--config-dir"):
+            dirs.append(value if eq else (args[i + 1] if i + 1 < len(args) else ""))
+    return dirs
+
+
+def _with_search_path(overrides: list[str], config_dirs: list[str]) -> list[str]:
+    """``overrides`` with each config dir first in ``hydra.searchpath`` (merged into the user's own)."""
+    if not config_dirs:
+        return overrides
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    entries = [f"file://{Path(d).expanduser().resolve()}" for d in config_dirs]
+    kept = []
+    for o in overrides:
+        if o.split("=", 1)[0] == "hydra.searchpath":
+            entries += [str(e) for e in OverridesParser.create().parse_override(o).value()]
+        else:
+            kept.append(o)
+    return [*kept, f"hydra.searchpath=[{','.join(entries)}]"]
 
 
 def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -216,6 +250,12 @@ def train(args: list[str]) -> int:
     from .config import register_schemas
 
     overrides, multirun, informational = _split_args(args)
+    if any(a.partition("=")[0] in ("-cp", "--config-path", "-cn", "--config-name") for a in args):
+        return fail("attnbench train composes its own config.yaml; add your configs with --config-dir DIR "
+                    "(or hydra.searchpath=[pkg://my_pkg.conf]) and pick them as group=name")
+    missing = [d for d in _config_dirs(args) if not Path(d).expanduser().is_dir()]
+    if missing:
+        return fail(f"--config-dir {missing[0]}: no such directory")
     resume = [o for o in overrides if o.startswith("resume=")]
     if resume:
         if multirun or len(overrides) > 1:
@@ -356,16 +396,20 @@ def list_catalogue(args: list[str]) -> int:
     from rich.table import Table
 
     from .attention import VARIANTS
+    from .plugins import BACKBONE_GROUP, VARIANT_GROUP, entry_points, loaded
     from .tasks import TASKS, family_slots
-    from .tasks.build import families_fitting
+    from .tasks.build import families_fitting, fits_task
     from .track.console import console
 
     conf = conf_dir()
-    variants = Table(title=f"attention variants ({len(VARIANTS) - 1} + none)")
+    plugins = loaded(VARIANT_GROUP)  # a plugin that does not load costs one warning line, not the list
+    variants = Table(title=f"attention variants ({len(VARIANTS) - 1} + none"
+                           + (f", {len(plugins)} from plugins)" if plugins else ")"))
     for column in ("model=", "slot", "fits tasks", "source"):
         variants.add_column(column)
-    for name, v in VARIANTS.items():
-        variants.add_row(name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())), v.paper)
+    for name, v in {**VARIANTS, **plugins}.items():
+        source = f"{v.paper} [plugin {entry_points(VARIANT_GROUP)[name].value}]" if name in plugins else v.paper
+        variants.add_row(name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())), source)
     console.print(variants)
 
     data = Table(title="data sets")
@@ -385,6 +429,10 @@ def list_catalogue(args: list[str]) -> int:
         cls = BACKBONES.get(name)
         tasks = [family for family, task in TASKS.items() if name in task.backbones]
         backbones.add_row(path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks), _describe(path))
+    for name, cls in loaded(BACKBONE_GROUP).items():
+        tasks = [family for family, task in TASKS.items() if fits_task(cls, name, task)]
+        source = f"plugin {entry_points(BACKBONE_GROUP)[name].value}"
+        backbones.add_row(name, ", ".join(cls.slots), ", ".join(tasks), source)
     console.print(backbones)
     return 0
 
@@ -412,7 +460,20 @@ def compare_runs(args: list[str]) -> int:
     return run_compare(args)
 
 
-COMMANDS = {"train": train, "eval": evaluate_run, "compare": compare_runs, "list": list_catalogue, "bench": benchmark}
+def check_variant(args: list[str]) -> int:
+    from . import check_variant
+    from .errors import UserError
+
+    try:
+        return check_variant.main(args)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        return fail(str(e))
+
+
+COMMANDS = {"train": train, "eval": evaluate_run, "compare": compare_runs, "list": list_catalogue, "bench": benchmark,
+            "check-variant": check_variant}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ their keys are checked against the signature of the loader or module they config
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -65,11 +66,21 @@ class Config:
     allow_degenerate: bool = False  # run a variant whose attention weighs fewer than two things (marked as such)
 
 
+def conf_dir() -> Path:
+    """conf/ beside the package in a source checkout, inside it in an installed wheel."""
+    here = Path(__file__).resolve().parent
+    return here / "conf" if (here / "conf").is_dir() else here.parent / "conf"
+
+
 def register_schemas() -> None:
-    """Make ``schema`` available to ``conf/config.yaml``'s defaults list (first entry), and the launcher
-    plugins' schemas to the launcher configs in ``conf/hydra/launcher/``."""
+    """Make ``schema`` available to ``conf/config.yaml``'s defaults list (first entry), the launcher
+    plugins' schemas to the launcher configs in ``conf/hydra/launcher/``, and the model and backbone configs
+    of installed plugins to their groups."""
+    from .plugins import register_configs
+
     ConfigStore.instance().store(name="schema", node=Config)
     register_launcher_schemas()
+    register_configs(conf_dir())
 
 
 def register_launcher_schemas() -> None:

@@ -22,9 +22,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
-from .attention import attention_parameters
+from .attention import Attention, attention_parameters
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint, distributed
 from .tasks import build_task
+from .tasks.build import variant_classes
 from .track import Logger, RunDirectory, create_logger
 from .track.console import console, info, summary_table, warn
 
@@ -117,6 +118,10 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
             summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
             logger.log_images(figures, step=trainer.state.step)
         notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null in this run
+        if not all(issubclass(cls, Attention) for cls in variant_classes(cfg.model)):
+            notes["attention"] = (f"model={choices['model']} is a plain nn.Module, not an attnbench Attention: it "
+                                  f"reports no attention diagnostics (entropy, pictures, auxiliary losses) and "
+                                  f"attention_params does not count it")
         if notes:
             summary["notes"] = notes
         summary["status"] = "completed"

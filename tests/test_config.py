@@ -40,6 +40,10 @@ def test_every_data_set_composes_with_its_defaults(data: str) -> None:
         assert cfg.data.task in TASKS
 
 
+# options that need a value the user always gives
+REQUIRED = {"custom": ["model.target=attnbench.attention.feature:SqueezeExcite", "model.slot=feature"]}
+
+
 def test_every_variant_and_backbone_fits_some_data_set() -> None:
     """Each model= and backbone= option composes and checks with at least one data set."""
     embedded = ["digits", "reviews", "glyphs", "shapes"]  # one per task family first: most options fit one
@@ -50,7 +54,7 @@ def test_every_variant_and_backbone_fits_some_data_set() -> None:
                 fits = False
                 for data in candidates:
                     try:
-                        cfg = compose_(f"data={data}", f"{group}={option}")
+                        cfg = compose_(f"data={data}", f"{group}={option}", *REQUIRED.get(option, []))
                         check(cfg, choices(cfg))
                     except Exception:
                         continue

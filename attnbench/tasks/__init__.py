@@ -15,7 +15,16 @@ from ..attention import VARIANTS, survey
 from ..config import check_trainer
 from ..data import LOADERS
 from ..errors import UserError
-from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
+from .build import (
+    attention_slots,
+    backbone_class,
+    backbone_slots,
+    check_keys,
+    data_kwargs,
+    fits_task,
+    parameters,
+    plain,
+)
 from .caption import CaptionTask
 from .classify import ClassifyTask
 from .fewshot import FewShotTask
@@ -56,15 +65,16 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
         raise UserError(f"data={choices['data']} names loader {cfg.data.name!r}, which does not exist")
     data_kwargs(cfg.data, loader, cls.data_keys, f"data={choices['data']}")
     label = f"backbone={choices['backbone']}"
-    if cfg.backbone.name not in cls.backbones:
-        raise UserError(f"{label} does not fit the {cls.family} task of data={choices['data']}")
     backbone = backbone_class(cfg.backbone.name, label)
+    if not fits_task(backbone, cfg.backbone.name, cls):
+        raise UserError(f"{label} does not fit the {cls.family} task of data={choices['data']}")
     settings = plain(cfg.backbone)
     settings.pop("name")
     given_by_task = ("slots", *cls.backbone_inputs)
     check_keys(settings, [p for p in parameters(backbone) if p not in given_by_task], label)
     # slots the task fills itself (few-shot's pair slot, between query and class maps) are offered too
-    attention_slots(cfg.model, (*backbone.slots, *getattr(cls, "task_slots", ())), label, family_slots())
+    offered = (*backbone_slots(backbone, settings), *getattr(cls, "task_slots", ()))
+    attention_slots(cfg.model, offered, label, family_slots())
 
 
 def build_task(cfg: DictConfig, choices: dict[str, str]):

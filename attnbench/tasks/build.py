@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..attention import VARIANTS, Variant
 from ..backbones import BACKBONES, SlotFactory
 from ..errors import UserError
+from ..plugins import entry_points, import_target, plugin_backbone, plugin_variant, variant_from
 
 
 def plain(cfg: DictConfig | Mapping | None) -> dict[str, Any]:
@@ -56,11 +57,23 @@ SIZE_ARGUMENTS = {"pair": 2}  # the width and the number of positions of the map
 
 
 def variant(name: str) -> Variant:
-    if name not in VARIANTS:
-        near = difflib.get_close_matches(name, list(VARIANTS), n=1)
+    """A catalogue variant, else an installed plugin's (which may refuse with its own one line)."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    found = plugin_variant(name)
+    if found is None:
+        near = difflib.get_close_matches(name, [*VARIANTS, *entry_points("attnbench.variants")], n=1)
         hint = f" Did you mean model={near[0]}?" if near else ""
         raise UserError(f"unknown model {name!r}.{hint} See `attnbench list` for every variant")
-    return VARIANTS[name]
+    return found
+
+
+def custom_variant(cfg: dict[str, Any]) -> Variant:
+    """``model=custom``: the class ``model.target`` names, in the slot ``model.slot`` names (or declares)."""
+    target, slot = cfg.pop("target", None), cfg.pop("slot", None)
+    if not target:
+        raise UserError("model=custom needs model.target=pkg.module:Class (and model.slot=feature|mixer|...)")
+    return variant_from("custom", import_target(str(target), "model.target"), "model=custom", slot)
 
 
 def families_fitting(v: Variant, family_slots: Mapping[str, tuple[str, ...]]) -> list[str]:
@@ -75,7 +88,8 @@ def attention_slots(model_cfg: DictConfig | Mapping, offered: tuple[str, ...], w
     A variant that fills no offered slot is refused with the slot it needs and the tasks it fits.
     """
     cfg = plain(model_cfg)
-    v = variant(cfg.pop("name"))
+    name = cfg.pop("name")
+    v = custom_variant(cfg) if name == "custom" else variant(name)
     if not v.slots:
         return {}
     usable = [kind for kind in v.slots if kind in offered]
@@ -91,14 +105,40 @@ def attention_slots(model_cfg: DictConfig | Mapping, offered: tuple[str, ...], w
     return {usable[0]: functools.partial(_build_module, cls, cfg, label)}
 
 
+def variant_classes(model_cfg: DictConfig | Mapping) -> list[type]:
+    """The classes the configured variant fills its slots with (none: no class)."""
+    cfg = plain(model_cfg)
+    name = cfg.pop("name")
+    return list((custom_variant(cfg) if name == "custom" else variant(name)).modules.values())
+
+
 def _build_module(cls: type, kwargs: dict[str, Any], label: str, *widths: int) -> Any:
-    return construct(cls, kwargs, label, *widths)
+    try:
+        return construct(cls, kwargs, label, *widths)
+    except TypeError as e:  # a plugin's constructor that wants a key the config lacks, or rejects one it has
+        raise UserError(f"{label}: {cls.__name__}({', '.join(map(str, widths))}, **{kwargs}) fails: {e}") from e
 
 
 def backbone_class(name: str, label: str) -> type:
-    if name not in BACKBONES:
-        raise UserError(f"{label} names backbone class {name!r}; known: {', '.join(BACKBONES)}")
-    return BACKBONES[name]
+    if name in BACKBONES:
+        return BACKBONES[name]
+    found = plugin_backbone(name)
+    if found is None:
+        known = [*BACKBONES, *entry_points("attnbench.backbones")]
+        raise UserError(f"{label} names backbone class {name!r}; known: {', '.join(known)}")
+    return found
+
+
+def backbone_slots(cls: type, settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """The slot kinds a backbone offers with these settings: a wrapper of other networks (``timm``) offers
+    the feature slot only for families with an attention hook, so it answers per configuration."""
+    offered = getattr(cls, "offered_slots", None)
+    return tuple(offered(settings)) if offered else tuple(cls.slots)
+
+
+def fits_task(cls: type, name: str, task: type) -> bool:
+    """A task's own backbones, or a plugin backbone that names the task's family in its ``tasks``."""
+    return name in task.backbones or task.family in getattr(cls, "tasks", ())
 
 
 def build_backbone(backbone_cfg: DictConfig | Mapping, slots: dict[str, SlotFactory], label: str,

@@ -15,7 +15,7 @@ from ..attention import capture_weights, diagnostics
 from ..data import LOADERS
 from ..data.batches import Augment, TensorBatches, channel_stats
 from ..data.images import ImageData
-from .build import attention_slots, backbone_class, build_backbone, data_kwargs
+from .build import attention_slots, backbone_class, backbone_slots, build_backbone, data_kwargs, plain
 from .figures import attention_grid_figure
 
 
@@ -37,7 +37,7 @@ class ClassifyTask:
     primary = "acc"
     higher_is_better = True
     convolutional = True
-    backbones = ("resnet", "speednet")  # backbone config names (classes in BACKBONES) this task can use
+    backbones = ("resnet", "speednet", "timm")  # backbone config names (classes in BACKBONES) this task can use
     backbone_inputs = ("in_channels",)  # backbone arguments the task supplies from the data
     data_keys = ("crop_pad", "flip", "test_flip")  # augmentation, done on the device a batch at a time
 
@@ -45,7 +45,9 @@ class ClassifyTask:
         loader = LOADERS[cfg.data.name]
         loader_kwargs, task_kwargs = data_kwargs(cfg.data, loader, self.data_keys, f"data={choices['data']}")
         label = f"backbone={choices['backbone']}"
-        slots = attention_slots(cfg.model, backbone_class(cfg.backbone.name, label).slots, label, family_slots)
+        settings = plain(cfg.backbone)
+        offered = backbone_slots(backbone_class(settings.pop("name"), label), settings)
+        slots = attention_slots(cfg.model, offered, label, family_slots)
         self.data: ImageData = loader(**loader_kwargs)
         self.model = Classifier(build_backbone(cfg.backbone, slots, label, in_channels=self.data.channels),
                                 len(self.data.classes))

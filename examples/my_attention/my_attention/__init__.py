@@ -1,0 +1,1 @@
+"""An example attnbench plugin: one feature variant (ECA) and its default config."""
