@@ -19,7 +19,7 @@ IGNORED_SETTINGS = ("seed", "resume", "logger", "trainer.device", "trainer.log_e
 # (whatever it changes shows up as the config values it sets); the logger changes nothing in a result
 IGNORED_CHOICES = ("data", "experiment", "logger")
 BASELINE = ("model", "none")
-COST = ("params", "attention_params", "flops_per_sample", "train_samples_per_s", "eval_samples_per_s",
+COST = ("params", "attention_params", "head_params", "flops_per_sample", "train_samples_per_s", "eval_samples_per_s",
         "peak_memory_mb", "wall_time_s")
 
 
@@ -136,7 +136,7 @@ def _statistics(row: Row) -> None:
             row.metrics[name] = (sum(values) / len(values), _std(values))
     for key in COST:
         row.cost[key] = _mean([v for r in row.runs if (v := _number(r.summary.get(key))) is not None])
-        if key in ("params", "attention_params") and row.cost[key] is not None:
+        if key in ("params", "attention_params", "head_params") and row.cost[key] is not None:
             row.cost[key] = round(row.cost[key])  # the same for every seed: a count, not a mean
 
 
