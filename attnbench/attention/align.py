@@ -73,9 +73,8 @@ def _context(weights: Tensor, memory: Tensor) -> Tensor:
 
 class ScoredAlign(Align):
     """An align module whose weights come from a ``Score`` (``self.score``) normalised over the memory, with
-    Show, Attend and Tell's optional β gate on the context, β_t = σ(f_β(query)) (``self.gate``, or None)."""
-
-    gate: nn.Linear | None = None
+    Show, Attend and Tell's optional β gate on the context, β_t = σ(f_β(query)) (``self.gate``, a Linear or None,
+    set by every subclass)."""
 
     def gated(self, context: Tensor, query: Tensor) -> Tensor:
         return context if self.gate is None else context * torch.sigmoid(self.gate(query))
