@@ -165,6 +165,13 @@ def attention_flags(record: dict[str, Any]) -> dict[str, Any]:
             "degenerate": record["degenerate"] is not None, "reduced": record["reduced"]}
 
 
+def _head_parameters(model: torch.nn.Module) -> int | None:
+    """The output layer's parameters (``model.head``: classification and rating), which a widened pool readout
+    widens too; None for tasks whose output is not one layer over the backbone's vector."""
+    head = getattr(model, "head", None)
+    return sum(p.numel() for p in head.parameters()) if isinstance(head, torch.nn.Module) else None
+
+
 def _measurements(trainer: Trainer | None, task: Any, started: float,
                   previous: dict[str, Any] | None) -> dict[str, Any]:
     """The figures every summary carries, as far as the run got."""
@@ -176,6 +183,7 @@ def _measurements(trainer: Trainer | None, task: Any, started: float,
         "metrics": metrics,
         "params": sum(p.numel() for p in task.model.parameters()) if task else None,
         "attention_params": attention_parameters(task.model) if task else None,
+        "head_params": _head_parameters(task.model) if task else None,
     }
     if trainer is not None:
         out.update(trainer.training_cost())

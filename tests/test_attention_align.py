@@ -175,7 +175,7 @@ def test_hard_reinforce_surrogate_on_a_hand_example() -> None:
     """One step over three one-hot regions: the sampled region's log-probability is pushed by
     −λ_r (r − b) / tokens, with b the moving average of the reward."""
     torch.manual_seed(3)
-    module = HardAttention(4, 3, soft_mix=0.0, entropy=0.0, signal_scale=0.1).train()
+    module = HardAttention(4, 3, soft_mix=0.0, entropy=0.0, signal_scale=0.1, gate=False).train()
     memory = torch.eye(3).unsqueeze(0)  # region i is the one-hot vector e_i, so the context names the sample
     query = torch.randn(1, 4)
     module.start(memory)
@@ -222,7 +222,7 @@ def test_hard_reports_baseline_and_signal_at_evaluation() -> None:
 
 def test_hard_mixes_in_the_soft_context() -> None:
     """soft_mix=1: every batch uses the expected context, so nothing is sampled and there is no surrogate."""
-    module = HardAttention(DQ, DM, soft_mix=1.0, entropy=0.0).train()
+    module = HardAttention(DQ, DM, soft_mix=1.0, entropy=0.0, gate=False).train()
     outputs, weights = run_sequence(module, steps=1)
     _, memory, _ = inputs()
     torch.testing.assert_close(outputs[:, 0], torch.bmm(weights[:, :1], memory).squeeze(1))

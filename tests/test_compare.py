@@ -87,6 +87,20 @@ def welch_by_hand(a: list[float], b: list[float]) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def paired_by_hand(a: list[float], b: list[float]) -> float:
+    """Two-sided paired t-test from its formula: t = mean(d) / (sd(d)/√n), n − 1 degrees of freedom."""
+    from scipy.special import stdtr
+
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+    return float(2 * stdtr(len(d) - 1, -abs(mean / (sd / math.sqrt(len(d))))))
+
+
+# the markdown table's columns after # and the variant
+VS, DELTA, TEST, P, P_BH, P_IMPROVE, COST_COLUMNS = 5, 6, 7, 8, 9, 10, 11
+
+
 def md_rows(text: str) -> dict[str, list[str]]:
     """The main markdown table's rows by variant (the first table of the output)."""
     table = text.split("\n\n")[1]
@@ -110,13 +124,19 @@ def test_table_matches_numbers_worked_out_by_hand(tmp_path: Path) -> None:
     assert rows["none"][3] == "0.9200 ± 0.0200"
     assert rows["none"][4] == f"[{0.92 - ci_half(0.02):.4f}, {0.92 + ci_half(0.02):.4f}]" == "[0.8703, 0.9697]"
     assert rows["se"][4] == f"[{0.96 - ci_half(0.01):.4f}, {0.96 + ci_half(0.01):.4f}]" == "[0.9352, 0.9848]"
-    assert rows["none"][5] == "baseline"
-    assert rows["se"][5] == "+0.0400" and rows["cbam"][5] == "+0.0300"
-    assert rows["se"][6] == f"{welch_by_hand(ACC['se'], ACC['none']):.3f}" == "0.055"
-    assert rows["cbam"][6] == f"{welch_by_hand(ACC['cbam'], ACC['none']):.3f}"
+    assert rows["none"][DELTA] == "baseline" and rows["none"][VS] == "—" and rows["none"][P] == ""
+    assert rows["se"][VS] == "model=none" and rows["se"][DELTA] == "+0.0400" and rows["cbam"][DELTA] == "+0.0300"
+    # the seeds are shared (same split and data order): a paired t-test on the per-seed differences
+    assert rows["se"][TEST] == "paired t"
+    p_se, p_cbam = paired_by_hand(ACC["se"], ACC["none"]), paired_by_hand(ACC["cbam"], ACC["none"])
+    assert rows["se"][P] == f"{p_se:.3f}" == "0.020" and rows["cbam"][P] == f"{p_cbam:.3f}" == "0.035"
+    # Benjamini–Hochberg over the two tests: the smaller p × 2 / 1, capped by the larger × 2 / 2
+    assert rows["se"][P_BH] == rows["cbam"][P_BH] == f"{min(2 * p_se, p_cbam):.3f}" == "0.035"
+    assert rows["se"][P_IMPROVE] == "1.00" and rows["cbam"][P_IMPROVE] == "1.00"  # better at every seed
     # cost: params and attention params as counts, FLOPs in millions, throughput, memory and time as means
-    assert rows["se"][7:] == ["78,032", "742", "4.28M", "601", "101", "11.0"]
-    assert rows["none"][8] == "0"
+    assert rows["se"][COST_COLUMNS:] == ["78,032", "742", "—", "4.28M", "601", "101", "11.0"]
+    assert rows["none"][COST_COLUMNS + 1] == "0"
+    assert "paired t-test on shared seeds" in text and "Benjamini–Hochberg across the table's 2 tests" in text
     # the other final metrics, mean ± std over seeds
     assert "| se | 0.0400 ± 0.0100 | 0.9500 ± 0.0100 |" in text  # test/loss = 1 − acc, val/acc = acc − 0.01
     assert "9 runs: 9 completed" in text
@@ -130,8 +150,11 @@ def test_json_and_csv_hold_the_raw_numbers(tmp_path: Path) -> None:
     rows = {r["model"]: r for r in digits["rows"]}
     assert rows["cbam"]["seeds"] == [0, 1, 2] and rows["cbam"]["n"] == 3
     assert rows["cbam"]["mean"] == pytest.approx(0.95) and rows["cbam"]["std"] == pytest.approx(0.03)
-    assert rows["cbam"]["ci95_high"] - rows["cbam"]["mean"] == pytest.approx(ci_half(0.03), rel=1e-5)
-    assert rows["cbam"]["p_value"] == pytest.approx(welch_by_hand(ACC["cbam"], ACC["none"]), rel=1e-9)
+    assert rows["cbam"]["mean"] - rows["cbam"]["ci95_low"] == pytest.approx(ci_half(0.03), rel=1e-5)
+    assert rows["cbam"]["ci95_high"] == 1.0  # 0.95 + 0.0745 would leave the range of an accuracy: clipped
+    assert rows["cbam"]["p_value"] == pytest.approx(paired_by_hand(ACC["cbam"], ACC["none"]), rel=1e-9)
+    assert rows["cbam"]["test"] == "paired t" and rows["cbam"]["p_improvement"] == 1.0
+    assert rows["cbam"]["p_adjusted"] >= rows["cbam"]["p_value"]
     assert rows["none"]["baseline"] is True and rows["none"]["delta"] is None
     assert rows["se"]["delta"] == pytest.approx(0.04) and rows["se"]["train_samples_per_s"] == pytest.approx(601)
     assert rows["se"]["metrics"]["test/loss"]["mean"] == pytest.approx(0.04)
@@ -157,7 +180,8 @@ def test_terminal_table_and_other_baseline(tmp_path: Path) -> None:
 
 
 def test_swept_config_values_become_columns_and_baselines_match_them(tmp_path: Path) -> None:
-    """model × trainer.lr: each variant is measured against model=none at the same learning rate."""
+    """model × trainer.lr with --tune none: each learning rate is a row, measured against model=none at the same
+    learning rate."""
     sweep = tmp_path / "sweep"
     for lr, shift in ((0.05, 0.0), (0.1, 0.02)):
         for model in ("none", "se"):
@@ -165,15 +189,16 @@ def test_swept_config_values_become_columns_and_baselines_match_them(tmp_path: P
                 write_run(sweep, model, seed, acc + shift, overrides=[f"model={model}", f"seed={seed}",
                                                                       f"trainer.lr={lr}"],
                           cfg_changes={"trainer.lr": lr, "trainer.device": f"cuda:{seed}"})
-    data = json.loads(attnbench("compare", str(sweep), "--format", "json", cwd=tmp_path, check=True).stdout)
+    data = json.loads(attnbench("compare", str(sweep), "--tune", "none", "--format", "json", cwd=tmp_path,
+                                check=True).stdout)
     (digits,) = data["data_sets"]
     assert digits["keys"] == ["model", "trainer.lr"]  # trainer.device differs but is not a setting of the result
     rows = {(r["model"], r["trainer.lr"]): r for r in digits["rows"]}
     assert len(rows) == 4 and all(r["n"] == 3 for r in rows.values())
     assert rows[("se", "0.1")]["delta"] == pytest.approx(0.04) and rows[("se", "0.05")]["delta"] == pytest.approx(0.04)
     assert rows[("none", "0.1")]["baseline"] and rows[("none", "0.05")]["baseline"]
-    result = attnbench("compare", str(sweep), "--baseline", "trainer.lr=0.05", "--format", "json", cwd=tmp_path,
-                       check=True)
+    result = attnbench("compare", str(sweep), "--baseline", "trainer.lr=0.05", "--tune", "none", "--format", "json",
+                       cwd=tmp_path, check=True)
     rows = {(r["model"], r["trainer.lr"]): r for r in json.loads(result.stdout)["data_sets"][0]["rows"]}
     assert rows[("se", "0.1")]["delta"] == pytest.approx(0.02) and rows[("se", "0.05")]["baseline"]
 
@@ -267,7 +292,7 @@ def test_data_sets_are_compared_apart_and_empty_paths_warned(tmp_path: Path) -> 
     assert f"warning: no runs in {tmp_path / 'nothing'}" in result.stderr
     assert "runs of 2 data sets (cifar, digits): each is compared on its own" in result.stdout
     assert "### data=cifar" in result.stdout and "### data=digits" in result.stdout
-    assert "no completed model=none runs: no Δ column" in result.stdout  # cifar has no baseline: said, not fatal
+    assert "no completed model=none runs: rows without a matched control have no Δ" in result.stdout  # not fatal
     cifar_table = result.stdout.split("### data=cifar")[1].split("### data=digits")[0]
     assert "0.8100 ± 0.0141" in cifar_table and "0.96" not in cifar_table
     assert digits.exists()
@@ -305,8 +330,8 @@ def test_sweep_callback_prints_the_table_and_logs_it_to_wandb(tmp_path: Path, ca
     tables = list(sweep.glob("wandb/offline-run-*/files/media/table/compare/digits_*.table.json"))
     assert len(tables) == 1, list(sweep.rglob("*"))
     logged = json.loads(tables[0].read_text())
-    assert logged["columns"][:4] == ["rank", "model", "n", "test/acc mean"]
-    assert logged["data"][0][:3] == [1, "se", 3] and logged["data"][0][3] == pytest.approx(0.96)
+    assert logged["columns"][:5] == ["rank", "model", "chosen", "n", "test/acc mean"]
+    assert logged["data"][0][:4] == [1, "se", "", 3] and logged["data"][0][4] == pytest.approx(0.96)
     assert len(list(sweep.glob("wandb/offline-run-*/files/media/images/compare/plot_*.png"))) == 1
 
 
@@ -333,7 +358,8 @@ def test_digits_channel_sweep_then_compare(tmp_path: Path) -> None:
         mean = sum(values) / 2
         std = abs(values[0] - values[1]) / math.sqrt(2)
         assert rows[model][3] == f"{mean:.4f} ± {std:.4f}"
-    assert rows["none"][5] == "baseline" and rows["se"][5] == f"{sum(scores['se']) / 2 - sum(scores['none']) / 2:+.4f}"
+    assert rows["none"][DELTA] == "baseline"
+    assert rows["se"][DELTA] == f"{sum(scores['se']) / 2 - sum(scores['none']) / 2:+.4f}"
     assert (tmp_path / "cmp.png").stat().st_size > 10_000
 
 

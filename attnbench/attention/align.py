@@ -72,7 +72,12 @@ def _context(weights: Tensor, memory: Tensor) -> Tensor:
 
 
 class ScoredAlign(Align):
-    """An align module whose weights come from a ``Score`` (``self.score``) normalised over the memory."""
+    """An align module whose weights come from a ``Score`` (``self.score``) normalised over the memory, with
+    Show, Attend and Tell's optional β gate on the context, β_t = σ(f_β(query)) (``self.gate``, a Linear or None,
+    set by every subclass)."""
+
+    def gated(self, context: Tensor, query: Tensor) -> Tensor:
+        return context if self.gate is None else context * torch.sigmoid(self.gate(query))
 
     def prepare(self, memory: Tensor) -> Tensor:
         return self.score.keys(memory)
@@ -117,10 +122,7 @@ class SoftAttention(ScoredAlign):
 
     def forward(self, query: Tensor, memory: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         weights = self.step_weights(query, memory, mask)
-        context = _context(weights, memory)
-        if self.gate is not None:
-            context = context * torch.sigmoid(self.gate(query))
-        return context, weights
+        return self.gated(_context(weights, memory), query), weights
 
     def finish(self, weights: Tensor, steps: Tensor) -> None:
         if self.training and self.coef > 0:
@@ -154,14 +156,16 @@ class HardAttention(ScoredAlign):
     and draws the soft/sampled coin once per minibatch, as here. Its default update uses each step's own
     negative log-likelihood without a baseline; its ``RL_sumCost`` branch and the paper use the caption's
     log-likelihood with the baseline, as here. Reported at evaluation: the baseline and the running mean and
-    standard deviation of the learning signal λ_r (r − b).
+    standard deviation of the learning signal λ_r (r − b). The β gate is on by default, as in soft attention:
+    the paper gives β to the decoder both attentions share, and the code's ``selector`` applies to either, so a
+    soft-against-hard comparison differs in the attention alone.
     """
 
     paper = "Xu et al. 2015, Show, Attend and Tell (hard attention, REINFORCE)"
 
     def __init__(self, query_dim: int, memory_dim: int, score: str = "additive", hidden: int | None = None,
                  norm: str = "softmax", temperature: float = 1.0, soft_mix: float = 0.5, signal_scale: float = 0.1,
-                 entropy: float = 0.01, baseline_decay: float = 0.9, gate: bool = False,
+                 entropy: float = 0.01, baseline_decay: float = 0.9, gate: bool = True,
                  argmax_at_test: bool = False) -> None:
         super().__init__()
         check_norm(norm, temperature)
@@ -204,9 +208,7 @@ class HardAttention(ScoredAlign):
             else:
                 chosen = weights.argmax(-1)
             context = memory[torch.arange(len(memory), device=memory.device), chosen]
-        if self.gate is not None:
-            context = context * torch.sigmoid(self.gate(query))
-        return context, weights
+        return self.gated(context, query), weights
 
     def finish(self, weights: Tensor, steps: Tensor) -> None:
         self._log_prob = None
@@ -248,24 +250,26 @@ class GlobalAttention(ScoredAlign):
     Luong, Pham and Manning, "Effective Approaches to Attention-based Neural Machine Translation", EMNLP 2015.
     ``score``: ``dot`` (needs equal query and memory widths), ``general`` (hᵀW h̄, the default) or ``additive``
     (the paper's ``concat``, vᵀtanh(W[h; h̄])). The decoder attends from h_t and feeds h̃_t back into its next
-    input (input feeding).
+    input (input feeding). Luong has no context gate; ``gate=True`` adds Show, Attend and Tell's β on c_t, so
+    that a study can hold the gate equal across the four decoder attentions.
     """
 
     paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (global)"
     placement = "output"
 
     def __init__(self, query_dim: int, memory_dim: int, score: str = "general", hidden: int | None = None,
-                 norm: str = "softmax", temperature: float = 1.0) -> None:
+                 norm: str = "softmax", temperature: float = 1.0, gate: bool = False) -> None:
         super().__init__()
         check_norm(norm, temperature)
         self.score = Score(score, query_dim, memory_dim, hidden)
         self.norm, self.temperature = norm, temperature
+        self.gate = nn.Linear(query_dim, 1) if gate else None
         self.combine = nn.Linear(memory_dim + query_dim, query_dim, bias=False)
         self.out_dim = query_dim
 
     def forward(self, query: Tensor, memory: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         weights = self.step_weights(query, memory, mask)
-        context = _context(weights, memory)
+        context = self.gated(_context(weights, memory), query)
         return torch.tanh(self.combine(torch.cat([context, query], -1))), weights
 
 
@@ -310,7 +314,7 @@ class LocalAttention(ScoredAlign):
     p_t = (row, column), each predicted by its own head (S = H and W) for local-p, and the t-th region in raster
     order for local-m; the Gaussian is isotropic over both axes. p_t is scaled to the positions' index range
     (S − 1)·σ(·), so the window can centre on the last position. A window wider than the grid with σ → ∞ is
-    global attention.
+    global attention. ``gate`` as in global attention.
     """
 
     paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (local)"
@@ -318,7 +322,7 @@ class LocalAttention(ScoredAlign):
 
     def __init__(self, query_dim: int, memory_dim: int, window: int = 2, alignment: str = "predictive",
                  sigma: float | None = None, score: str = "general", hidden: int | None = None,
-                 norm: str = "softmax", temperature: float = 1.0) -> None:
+                 norm: str = "softmax", temperature: float = 1.0, gate: bool = False) -> None:
         super().__init__()
         check_norm(norm, temperature)
         if window < 1:
@@ -331,6 +335,7 @@ class LocalAttention(ScoredAlign):
         self.sigma = sigma if sigma is not None else window / 2
         self.score = Score(score, query_dim, memory_dim, hidden)
         self.norm, self.temperature = norm, temperature
+        self.gate = nn.Linear(query_dim, 1) if gate else None
         # local-p's position predictor: one output per axis (a sequence uses the first)
         self.predict = nn.Sequential(nn.Linear(query_dim, query_dim, bias=False), nn.Tanh(),
                                      nn.Linear(query_dim, 2, bias=False)) if alignment == "predictive" else None
@@ -370,7 +375,7 @@ class LocalAttention(ScoredAlign):
         weights = normalize(scores, inside, self.norm, self.temperature)
         weights = weights * gaussian_falloff(self._positions, centre, self.sigma).to(weights.dtype)
         self._step += 1
-        context = _context(weights, memory)
+        context = self.gated(_context(weights, memory), query)
         return torch.tanh(self.combine(torch.cat([context, query], -1))), weights
 
 

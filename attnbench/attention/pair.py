@@ -82,12 +82,16 @@ class CrossAttention(PairAttention):
     CAN classifies with the cosine of the pooled re-weighted maps × 7, trains that nearest-neighbour loss at
     every query position with weight 0.5, and adds a classification loss over all training classes with
     weight 1 (the official ``loss1 + 0.5 * loss2``): ``classifier`` carries these for the few-shot task.
+
+    ``reweight=False`` is the matched control: no meta-learner and no re-weighting (A = 1 everywhere), with the
+    classifier and both losses kept, so the difference to ``reweight=True`` is the cross attention alone.
     """
 
     paper = "Hou et al. 2019, Cross Attention Network for Few-shot Classification"
 
     def __init__(self, dim: int, positions: int, reduction: int = 6, temperature: float = 0.025,
-                 scale: float = 7.0, nn_weight: float = 0.5, global_weight: float = 1.0) -> None:
+                 scale: float = 7.0, nn_weight: float = 0.5, global_weight: float = 1.0,
+                 reweight: bool = True) -> None:
         super().__init__()
         if positions < 1:
             raise ValueError(f"positions must be at least 1, got {positions}")
@@ -102,10 +106,13 @@ class CrossAttention(PairAttention):
                              f"global_weight={global_weight}")
         hidden = max(1, positions // reduction)
         self.positions, self.temperature = positions, temperature
+        self.classifier = CosineClassifier(scale=scale, dense=True, weight=nn_weight, global_weight=global_weight)
+        self.meta: nn.Sequential | None = None
+        if not reweight:
+            return
         # the official first conv also has a bias, which the BatchNorm after it cancels exactly: left out
         self.meta = nn.Sequential(nn.Conv1d(positions, hidden, 1, bias=False), nn.BatchNorm1d(hidden),
                                   nn.ReLU(inplace=True), nn.Conv1d(hidden, positions, 1))
-        self.classifier = CosineClassifier(scale=scale, dense=True, weight=nn_weight, global_weight=global_weight)
         for m in self.meta:
             if isinstance(m, nn.Conv1d):  # the official initialisation: N(0, 2/n), n = kernel area × outputs
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.out_channels))
@@ -120,6 +127,9 @@ class CrossAttention(PairAttention):
 
     def forward(self, a: Tensor, b: Tensor, grid: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
         _check_pairs(a, b, self.positions, "cross attention")
+        if self.meta is None:  # the control: both maps as they came (broadcast to every pair), to the same classifier
+            shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            return a.expand(*shape, *a.shape[-2:]), b.expand(*shape, *b.shape[-2:])
         correlation = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(-1, -2)  # (..., N, M)
         attention_a, weights_a = self.attention(correlation)
         attention_b, weights_b = self.attention(correlation.transpose(-1, -2))
@@ -139,24 +149,29 @@ class CoAttention(PairAttention):
     size, ``positions`` = H·W; ``fuse_kernel=1`` fuses position by position.
 
     The recorded weights are the attention each position receives, averaged over the other map's positions.
+
+    ``reweight=False`` is the matched control: no affinity W, and each side's attended map Z is the plain mean of
+    the other map at every position (uniform weights, nothing chosen); the gate, the fusion convs and their
+    BatchNorm are kept, so the difference to ``reweight=True`` is the co-attention alone.
     """
 
     paper = "Lu et al. 2019, COSNet: See More, Know More (co-attention Siamese networks)"
 
-    def __init__(self, dim: int, positions: int, fuse_kernel: int = 3) -> None:
+    def __init__(self, dim: int, positions: int, fuse_kernel: int = 3, reweight: bool = True) -> None:
         super().__init__()
         if positions < 1:
             raise ValueError(f"positions must be at least 1, got {positions}")
         if fuse_kernel < 1 or fuse_kernel % 2 == 0:
             raise ValueError(f"fuse_kernel must be a positive odd number, got {fuse_kernel}")
         self.positions, self.fuse_kernel = positions, fuse_kernel
-        self.affinity = nn.Linear(dim, dim, bias=False)
+        self.affinity = nn.Linear(dim, dim, bias=False) if reweight else None
         self.gate = nn.Linear(dim, 1, bias=False)
         self.fuse_a = nn.Conv2d(2 * dim, dim, fuse_kernel, padding=fuse_kernel // 2, bias=False)
         self.fuse_b = nn.Conv2d(2 * dim, dim, fuse_kernel, padding=fuse_kernel // 2, bias=False)
         self.norm_a, self.norm_b = nn.BatchNorm2d(dim), nn.BatchNorm2d(dim)
-        for weight in (self.affinity.weight, self.gate.weight, self.fuse_a.weight, self.fuse_b.weight):
-            nn.init.normal_(weight, 0.0, 0.01)
+        for layer in (self.affinity, self.gate, self.fuse_a, self.fuse_b):
+            if layer is not None:
+                nn.init.normal_(layer.weight, 0.0, 0.01)
 
     def _fuse(self, attended: Tensor, original: Tensor, grid: tuple[int, int] | None, conv: nn.Conv2d,
               norm: nn.BatchNorm2d) -> Tensor:
@@ -181,13 +196,18 @@ class CoAttention(PairAttention):
 
     def forward(self, a: Tensor, b: Tensor, grid: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
         _check_pairs(a, b, self.positions, "co-attention")
-        scores = self.affinity(a) @ b.transpose(-1, -2)  # (..., N, M)
-        over_a = scores.softmax(-2)  # each column: a distribution over a's positions
-        over_b = scores.softmax(-1)  # each row: a distribution over b's positions
-        attended_b = over_a.transpose(-1, -2) @ a  # Z_b: (..., M, D)
-        attended_a = over_b @ b  # Z_a: (..., N, D)
+        if self.affinity is None:  # the control: uniform weights, Z = the other map's mean at every position
+            shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            attended_a = b.mean(-2, keepdim=True).expand(*shape, a.shape[-2], a.shape[-1])
+            attended_b = a.mean(-2, keepdim=True).expand(*shape, b.shape[-2], b.shape[-1])
+        else:
+            scores = self.affinity(a) @ b.transpose(-1, -2)  # (..., N, M)
+            over_a = scores.softmax(-2)  # each column: a distribution over a's positions
+            over_b = scores.softmax(-1)  # each row: a distribution over b's positions
+            attended_b = over_a.transpose(-1, -2) @ a  # Z_b: (..., M, D)
+            attended_a = over_b @ b  # Z_a: (..., N, D)
+            self.record_pair(over_a.mean(-1), over_b.mean(-2))
         attended_a = attended_a * torch.sigmoid(self.gate(attended_a))
         attended_b = attended_b * torch.sigmoid(self.gate(attended_b))
-        self.record_pair(over_a.mean(-1), over_b.mean(-2))
         return (self._fuse(attended_a, a, grid, self.fuse_a, self.norm_a),
                 self._fuse(attended_b, b, grid, self.fuse_b, self.norm_b))

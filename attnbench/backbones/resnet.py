@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DEFAULT_POOL, SlotFactory, fill, identity_factory
+from .base import SlotFactory, fill, identity_factory, pool_readout
 
 
 class PadShortcut(nn.Module):
@@ -60,7 +60,7 @@ class ResNet(nn.Module):
     slots = ("feature", "pool")
 
     def __init__(self, in_channels: int, stages: list[int], widths: list[int], shortcut: str = "A",
-                 slots: dict[str, SlotFactory] | None = None) -> None:
+                 project_readout: bool = False, slots: dict[str, SlotFactory] | None = None) -> None:
         super().__init__()
         if len(stages) != len(widths) or not stages:
             raise ValueError(f"stages {list(stages)} and widths {list(widths)} must be non-empty and equally long")
@@ -78,7 +78,7 @@ class ResNet(nn.Module):
                 blocks.append(BasicBlock(channels, width, stride, feature, shortcut))
                 channels = width
         self.blocks = nn.Sequential(*blocks)
-        self.pool = fill(slots, "pool", DEFAULT_POOL)(channels)
+        self.pool = pool_readout(slots, channels, project_readout)
         self.out_dim: int = self.pool.out_dim
         self._init_weights()
 

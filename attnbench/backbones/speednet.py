@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention.pool import MaxPool
-from .base import SlotFactory, fill, identity_factory
+from .base import SlotFactory, fill, identity_factory, pool_readout
 
 
 class PatchWhitening(nn.Module):
@@ -90,7 +90,7 @@ class SpeedNet(nn.Module):
     slots = ("feature", "pool")
 
     def __init__(self, in_channels: int, widths: list[int], whitening_kernel: int = 2,
-                 batchnorm_momentum: float = 0.4, output_scale: float = 1 / 9,
+                 batchnorm_momentum: float = 0.4, output_scale: float = 1 / 9, project_readout: bool = False,
                  slots: dict[str, SlotFactory] | None = None) -> None:
         super().__init__()
         if not widths or min(widths) < 1:
@@ -108,7 +108,7 @@ class SpeedNet(nn.Module):
             groups.append(ConvGroup(channels, width, batchnorm_momentum, feature))
             channels = width
         self.groups = nn.Sequential(*groups)
-        self.pool = fill(slots, "pool", MaxPool)(channels)
+        self.pool = pool_readout(slots, channels, project_readout, default=MaxPool)
         self.out_dim: int = self.pool.out_dim
         self.output_scale = output_scale
 

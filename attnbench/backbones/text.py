@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import DEFAULT_POOL, SlotFactory, fill
+from .base import SlotFactory, pool_readout
 
 
 class MixerBlock(nn.Module):
@@ -129,7 +129,7 @@ class TextBackbone(nn.Module):
     slots = ("mixer", "pool", "model")
 
     def __init__(self, vocab_size: int, embed_dim: int, dropout: float, encoder: Callable[[], nn.Module],
-                 slots: dict[str, SlotFactory] | None) -> None:
+                 slots: dict[str, SlotFactory] | None, project_readout: bool = False) -> None:
         super().__init__()
         slots = slots or {}
         if vocab_size < 3 or embed_dim < 1:
@@ -144,7 +144,7 @@ class TextBackbone(nn.Module):
         self.encoder = encoder()
         width = self.encoder.out_dim
         self.mixer = MixerBlock(width, slots["mixer"], dropout) if "mixer" in slots else None
-        self.pool = fill(slots, "pool", DEFAULT_POOL)(width)
+        self.pool = pool_readout(slots, width, project_readout)
         self.out_dim = self.pool.out_dim
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
@@ -161,23 +161,28 @@ class BiGRU(TextBackbone):
     """Embedding + bidirectional GRU (out width 2·hidden), the default text backbone."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 64, hidden: int = 64, layers: int = 1,
-                 dropout: float = 0.2, slots: dict[str, SlotFactory] | None = None) -> None:
+                 dropout: float = 0.2, project_readout: bool = False,
+                 slots: dict[str, SlotFactory] | None = None) -> None:
         super().__init__(vocab_size, embed_dim, dropout, lambda: BiGRUEncoder(embed_dim, hidden, layers, dropout),
-                         slots)
+                         slots, project_readout)
 
 
 class TextCNN(TextBackbone):
     """Embedding + parallel convolutions of several widths (out width filters·len(widths))."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, widths: tuple[int, ...] = (3, 4, 5),
-                 filters: int = 100, dropout: float = 0.2, slots: dict[str, SlotFactory] | None = None) -> None:
-        super().__init__(vocab_size, embed_dim, dropout, lambda: ConvEncoder(embed_dim, list(widths), filters), slots)
+                 filters: int = 100, dropout: float = 0.2, project_readout: bool = False,
+                 slots: dict[str, SlotFactory] | None = None) -> None:
+        super().__init__(vocab_size, embed_dim, dropout, lambda: ConvEncoder(embed_dim, list(widths), filters), slots,
+                         project_readout)
 
 
 class TransformerText(TextBackbone):
     """Embedding + a small Transformer encoder (out width embed_dim)."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, heads: int = 4, layers: int = 2, ff_dim: int = 256,
-                 dropout: float = 0.1, slots: dict[str, SlotFactory] | None = None) -> None:
+                 dropout: float = 0.1, project_readout: bool = False,
+                 slots: dict[str, SlotFactory] | None = None) -> None:
         super().__init__(vocab_size, embed_dim, dropout,
-                         lambda: TransformerTextEncoder(embed_dim, heads, layers, ff_dim, dropout), slots)
+                         lambda: TransformerTextEncoder(embed_dim, heads, layers, ff_dim, dropout), slots,
+                         project_readout)

@@ -12,19 +12,23 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .analysis import COST, Comparison, Report, build_report, parse_baseline
+from .analysis import COST, Comparison, Report, build_report, parse_baseline, parse_selection
 from .formats import FORMATS, render, render_markdown, render_table
 from .plot import plot
 from .runs import load_runs
 
 # ---------------------------------------------------------------------------------------- the command
 
-USAGE = """usage: attnbench compare PATH... [--baseline KEY=VALUE] [--format table|markdown|csv|json] [--out FILE]
-                         [--plot FILE.png]
+USAGE = """usage: attnbench compare PATH... [--baseline KEY=VALUE] [--tune KEY,...|none] [--select METRIC[:max|min]]
+                         [--format table|markdown|csv|json] [--out FILE] [--plot FILE.png]
 
 PATH: sweep directories, run directories or globs of them (outputs/multirun/2026-11-23/*). Runs are grouped by
-every setting that differs between them except the seed, and compared per data set.
+every setting that differs between them except the seed and the tuning keys, and compared per data set. A row
+with a matched control (model.reweight=true) is measured against it, the others against the baseline.
   --baseline KEY=VALUE  the row the others are measured against (default model=none; a bare VALUE means model=VALUE)
+  --tune KEY,...        the settings tuned within each variant (default: the trainer.* keys that vary); each row
+                        keeps the setting with the best mean validation metric; none: every setting is a row
+  --select METRIC       the validation metric that chooses (default val/<primary>, in the primary's direction)
   --format FORMAT       table (default, or from --out's suffix: .md, .csv, .json), markdown, csv, json
   --out FILE            write the comparison to FILE instead of the terminal
   --plot FILE.png       the metric per variant with 95% CI bars, and against parameters and throughput"""
@@ -34,12 +38,13 @@ SUFFIX_FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".j
 
 def parse_args(args: list[str]) -> dict[str, Any]:
     """PATH... and the options; the format comes from --out's suffix when --format is not given."""
-    options: dict[str, Any] = {"paths": [], "baseline": None, "format": None, "out": None, "plot": None}
+    options: dict[str, Any] = {"paths": [], "baseline": None, "tune": None, "select": None, "format": None,
+                               "out": None, "plot": None}
     i = 0
     while i < len(args):
         arg = args[i]
         name, sep, inline = arg.partition("=")
-        if name in ("--baseline", "--format", "--out", "--plot"):
+        if name in ("--baseline", "--tune", "--select", "--format", "--out", "--plot"):
             if sep:
                 value = inline
             elif i + 1 < len(args):
@@ -62,6 +67,8 @@ def parse_args(args: list[str]) -> dict[str, Any]:
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     options["format"] = fmt
+    if options["tune"] is not None:
+        options["tune"] = [] if options["tune"] == "none" else [k for k in options["tune"].split(",") if k]
     if options["plot"] and Path(options["plot"]).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UserError(f"--plot {options['plot']}: give a .png (or .pdf, .svg) file name")
     return options
@@ -87,7 +94,8 @@ def run_compare(args: list[str]) -> int:
             warn(f"no runs in {path}")
         for path, why in loaded.skipped:
             warn(f"skipped {path}: {why}")
-        report = build_report(loaded, parse_baseline(options["baseline"]))
+        report = build_report(loaded, parse_baseline(options["baseline"]), options["tune"],
+                              parse_selection(options["select"]))
     except UserError as e:
         error(str(e))
         return 2
@@ -103,7 +111,7 @@ def run_compare(args: list[str]) -> int:
             from rich.console import Console
 
             console = Console(highlight=False)
-            width = console.width if console.is_terminal else 200  # a pipe or a file: no squeezed columns
+            width = console.width if console.is_terminal else None  # a pipe or a file: no squeezed columns
             sys.stdout.write(render(report, "table", color=console.is_terminal, width=width))
         else:
             sys.stdout.write(render(report, options["format"]))
@@ -122,10 +130,11 @@ def run_compare(args: list[str]) -> int:
 def wandb_rows(c: Comparison) -> tuple[list[str], list[list[Any]]]:
     """A data set's comparison as W&B Table columns and rows: raw numbers, so W&B can sort and chart them."""
     names = [n for n in c.metric_names if n != c.primary]
-    columns = ["rank", *c.keys, "n", f"{c.primary} mean", f"{c.primary} std", "ci95 low", "ci95 high",
-               f"Δ vs {c.baseline or '-'}", "p (Welch)", *[f"{n} mean" for n in names], *COST]
-    rows = [[rank, *[row.values[k] for k in c.keys], row.n, row.mean, row.std,
-             row.ci95[0] if row.ci95 else None, row.ci95[1] if row.ci95 else None, row.delta, row.p_value,
+    columns = ["rank", *c.keys, "chosen", "n", f"{c.primary} mean", f"{c.primary} std", "ci95 low", "ci95 high",
+               "vs", "Δ", "test", "p", "p (BH)", "P(>)", *[f"{n} mean" for n in names], *COST]
+    rows = [[rank, *[row.values[k] for k in c.keys], row.chosen.label if row.chosen else "", row.n, row.mean,
+             row.std, row.ci95[0] if row.ci95 else None, row.ci95[1] if row.ci95 else None, row.reference_label,
+             row.delta, row.test, row.p_value, row.p_adjusted, row.p_improvement,
              *[row.metrics.get(n, (None,))[0] for n in names], *[row.cost.get(k) for k in COST]]
             for rank, row in enumerate(c.rows, 1)]
     return columns, rows
@@ -178,7 +187,7 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None) -> None:
     for problem in report.problems:
         warn(problem)
     console.file.flush()
-    sys.stdout.write(render_table(report, width=console.width if console.is_terminal else 200,
+    sys.stdout.write(render_table(report, width=console.width if console.is_terminal else None,
                                   color=console.is_terminal))
     (sweep_dir / "compare.md").write_text(render_markdown(report))
     plot_path = plot(report, sweep_dir / "compare.png")

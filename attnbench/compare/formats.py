@@ -61,16 +61,49 @@ def delta_cell(row: Row) -> str:
     return "baseline" if row.is_baseline else fmt_delta(row.delta)
 
 
-MAIN_COLUMNS = ("n", "mean ± std", "95% CI", "Δ", "p (Welch)", "params", "attn params", "FLOPs/sample",
-                "train samples/s", "peak MB", "wall s")
+def share_cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
-def main_cells(row: Row) -> list[str]:
-    c = row.cost
-    return [n_cell(row) + (f" ⚠ {row.mark}" if row.mark else ""), primary_cell(row), ci_cell(row), delta_cell(row),
-            "" if row.is_baseline else fmt_p(row.p_value),
-            fmt_count(c["params"]), fmt_count(c["attention_params"]), fmt_count(c["flops_per_sample"]),
-            fmt_plain(c["train_samples_per_s"]), fmt_plain(c["peak_memory_mb"]), fmt_plain(c["wall_time_s"], 1)]
+def chosen_cell(row: Row) -> str:
+    """The tuning setting the validation metric chose, and out of how many trials."""
+    if row.chosen is None or not row.chosen.setting:
+        return "—"
+    return f"{row.chosen.label} (1 of {len(row.trials)})"
+
+
+MAIN_COLUMNS = ("n", "mean ± std", "95% CI", "vs", "Δ", "test", "p", "p (BH)", "P(>)", "params", "attn params",
+                "head params", "FLOPs/sample", "train samples/s", "peak MB", "wall s")
+
+
+def main_columns(c: Comparison) -> list[str]:
+    """The columns of the main table: the chosen setting when the rows were tuned."""
+    return [*MAIN_COLUMNS[:1], *(["chosen"] if c.tuning else []), *MAIN_COLUMNS[1:]]
+
+
+def main_cells(c: Comparison, row: Row) -> list[str]:
+    cost = row.cost
+    tested = not row.is_baseline and row.reference is not None
+    return [n_cell(row) + (f" ⚠ {row.mark}" if row.mark else ""), *([chosen_cell(row)] if c.tuning else []),
+            primary_cell(row), ci_cell(row),
+            row.reference_label or "—", delta_cell(row), row.test if tested else "", fmt_p(row.p_value) if tested
+            else "", fmt_p(row.p_adjusted) if tested else "", share_cell(row.p_improvement) if tested else "",
+            fmt_count(cost["params"]), fmt_count(cost["attention_params"]), fmt_count(cost["head_params"]),
+            fmt_count(cost["flops_per_sample"]), fmt_plain(cost["train_samples_per_s"]),
+            fmt_plain(cost["peak_memory_mb"]), fmt_plain(cost["wall_time_s"], 1)]
+
+
+def method_line(c: Comparison) -> str:
+    """How the table's figures were made, for its caption."""
+    parts = ["95% CI: t-interval over seeds, clipped to the metric's range",
+             "vs: the matched control, else the baseline; Δ and p: a paired t-test on shared seeds "
+             "(Welch's t where fewer than two are shared)",
+             f"p (BH): Benjamini–Hochberg across the table's {c.n_tests} tests",
+             "P(>): share of seed pairs in which the row beats its reference"]
+    if c.tuning:
+        parts.append(f"chosen: the setting of {', '.join(c.tuning)} with the best mean {c.selection} over seeds; "
+                     f"test figures are those runs' alone")
+    return "; ".join(parts)
 
 
 def metric_cell(row: Row, name: str) -> str:
@@ -103,13 +136,14 @@ def incomplete_rows(c: Comparison) -> list[list[str]]:
 
 
 def render_table(report: Report, width: int | None = None, color: bool = True) -> str:
-    """The rich tables, as text (ANSI colours when ``color``)."""
+    """The rich tables, as text (ANSI colours when ``color``); without ``width`` (a pipe, a file) no column is
+    squeezed: lines are as long as the table needs."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width or 200, force_terminal=color, color_system="standard" if color
+    console = Console(file=buffer, width=width or 1000, force_terminal=color, color_system="standard" if color
                       else None, highlight=False, soft_wrap=False)
     for note in report.notes:
         console.print(f"[bold]note:[/bold] {note}")
@@ -119,12 +153,13 @@ def render_table(report: Report, width: int | None = None, color: bool = True) -
         table.add_column("#", justify="right")
         for key in c.keys:
             table.add_column(key, style="bold")
-        for name in MAIN_COLUMNS:
+        for name in main_columns(c):
             table.add_column(f"{c.primary} {name}" if name == "mean ± std" else name, justify="right",
                              style="bold" if name == "mean ± std" else None)
         for rank, row in enumerate(c.rows, 1):
-            table.add_row(str(rank), *[row.values[k] for k in c.keys], *main_cells(row))
+            table.add_row(str(rank), *[row.values[k] for k in c.keys], *main_cells(c, row))
         console.print(table)
+        console.print(method_line(c))
         names = [n for n in c.metric_names if n != c.primary]
         if names:
             console.print(f"[bold]data={c.data} · other final metrics (mean ± std over seeds)[/bold]")
@@ -161,11 +196,12 @@ def render_markdown(report: Report) -> str:
     parts = [f"> {note}" for note in report.notes]
     for c in report.comparisons:
         parts.append(f"### {title(c)}")
-        header = ["#", *c.keys, *[f"{c.primary} (mean ± std)" if n == "mean ± std" else n for n in MAIN_COLUMNS]]
-        rows = [[str(i), *[row.values[k] for k in c.keys], *main_cells(row)] for i, row in enumerate(c.rows, 1)]
-        parts.append(_md_table(header, rows, ["r"] + ["l"] * len(c.keys) + ["r"] * len(MAIN_COLUMNS)))
-        parts.append(f"{status_line(c)}. 95% CI: t-distribution over seeds; p: Welch's t-test against the baseline; "
-                     f"params and FLOPs per sample of the whole model, attn params of the attention modules alone.")
+        columns = main_columns(c)
+        header = ["#", *c.keys, *[f"{c.primary} (mean ± std)" if n == "mean ± std" else n for n in columns]]
+        rows = [[str(i), *[row.values[k] for k in c.keys], *main_cells(c, row)] for i, row in enumerate(c.rows, 1)]
+        parts.append(_md_table(header, rows, ["r"] + ["l"] * len(c.keys) + ["r"] * len(columns)))
+        parts.append(f"{status_line(c)}. {method_line(c)}. params and FLOPs per sample of the whole model, attn params "
+                     f"of the attention modules alone, head params of the output layer.")
         names = [n for n in c.metric_names if n != c.primary]
         if names:
             parts.append("Other final metrics (mean ± std over seeds):\n\n" + _md_table(
@@ -182,7 +218,11 @@ def _row_record(c: Comparison, rank: int, row: Row) -> dict[str, Any]:
     return {
         "rank": rank, **row.values, "n": row.n, "seeds": row.seeds, "mean": row.mean, "std": row.std,
         "ci95_low": row.ci95[0] if row.ci95 else None, "ci95_high": row.ci95[1] if row.ci95 else None,
-        "baseline": row.is_baseline, "delta": row.delta, "p_value": row.p_value,
+        "baseline": row.is_baseline, "reference": row.reference_label, "delta": row.delta, "test": row.test,
+        "p_value": row.p_value, "p_adjusted": row.p_adjusted, "p_improvement": row.p_improvement,
+        "chosen": row.chosen.setting if row.chosen and c.tuning else None,
+        "trials": [{"setting": t.setting, "selection_score": t.score, "n": len(t.runs)} for t in row.trials]
+        if c.tuning else None,
         "not_completed": dict(Counter(r.status for r in row.not_completed)),
         "attention": row.attention, "mark": row.mark,
         "metrics": {name: {"mean": m, "std": s} for name, (m, s) in sorted(row.metrics.items())},
@@ -195,7 +235,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "notes": report.notes,
         "data_sets": [{
             "data": c.data, "task": c.task, "primary": c.primary, "higher_is_better": c.higher_is_better,
-            "baseline": c.baseline, "keys": c.keys, "notes": c.notes,
+            "baseline": c.baseline, "keys": c.keys, "tuning": c.tuning, "selection": c.selection, "notes": c.notes,
             "rows": [_row_record(c, i, row) for i, row in enumerate(c.rows, 1)],
             "not_completed": [{"run_dir": str(r.path), "status": r.status, "error": r.error or None,
                                **{k: r.setting(k) for k in c.keys}, "seed": r.seed} for r in c.not_completed],
@@ -222,7 +262,8 @@ def render_csv(report: Report) -> str:
     keys = list(dict.fromkeys(k for c in report.comparisons for k in c.keys))
     metrics = list(dict.fromkeys(n for c in report.comparisons for n in c.metric_names if n != c.primary))
     header = ["data", "task", "primary", "higher_is_better", "rank", *keys, "n", "seeds", "mean", "std", "ci95_low",
-              "ci95_high", "baseline", "delta", "p_value", "not_completed", *[f"{m} mean" for m in metrics],
+              "ci95_high", "baseline", "reference", "delta", "test", "p_value", "p_adjusted", "p_improvement", "chosen",
+              "not_completed", *[f"{m} mean" for m in metrics],
               *[f"{m} std" for m in metrics], *COST, "attention", "mark"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -233,7 +274,9 @@ def render_csv(report: Report) -> str:
                              *[row.values.get(k, "") for k in keys], row.n, " ".join(map(str, row.seeds)),
                              row.mean, _blank(row.std), _blank(row.ci95 and row.ci95[0]),
                              _blank(row.ci95 and row.ci95[1]), c.baseline if row.is_baseline else "",
-                             _blank(row.delta), _blank(row.p_value), len(row.not_completed),
+                             _blank(row.reference_label), _blank(row.delta), _blank(row.test), _blank(row.p_value),
+                             _blank(row.p_adjusted), _blank(row.p_improvement),
+                             row.chosen.label if row.chosen and c.tuning else "", len(row.not_completed),
                              *[_blank(row.metrics.get(m, (None,))[0]) for m in metrics],
                              *[_blank(row.metrics.get(m, (None, None))[1]) for m in metrics],
                              *[_blank(row.cost.get(k)) for k in COST], row.attention, row.mark])

@@ -224,10 +224,14 @@ def data_folder(path: str | None, data: str, layout: str) -> Path:
 
 
 def load_image_folder(path: str | None = None, image_size: int | None = None, val_fraction: float = 0.1,
-                      split_seed: int = 0) -> ImageData:
+                      split_seed: int = 0, per_class: int | None = None) -> ImageData:
     """The user's own images: ``path/train/<class>/*.png|jpg`` and ``path/test/<class>/…``, optionally
     ``path/val/<class>/…`` (else val is carved from train). ``image_size`` resizes to a square; by default
-    every image is brought to the size of the first one."""
+    every image is brought to the size of the first one. ``per_class`` keeps the first that many images of
+    each class (by file name) in every split: a class-balanced subset for a quick study, the others are never
+    decoded."""
+    if per_class is not None and per_class < 1:
+        raise UserError(f"data.per_class={per_class} must be at least 1 (or null for every image)")
     root = data_folder(path, "image_folder", "a folder with train/<class>/ and test/<class>/")
     train_dir, test_dir = root / "train", root / "test"
     for d in (train_dir, test_dir):
@@ -247,8 +251,9 @@ def load_image_folder(path: str | None = None, image_size: int | None = None, va
         unknown = sorted(set(found) - set(index))
         if unknown:
             raise UserError(f"{split_dir} has classes that train lacks: {', '.join(unknown[:5])}")
-        files = [f for name in sorted(found) for f in found[name]]
-        labels = np.array([index[name] for name in sorted(found) for _ in found[name]], dtype=np.int64)
+        found = {name: found[name][:per_class] for name in sorted(found)}
+        files = [f for name in found for f in found[name]]
+        labels = np.array([index[name] for name in found for _ in found[name]], dtype=np.int64)
         return _decode_all(files, str(split_dir), size, channels), labels
 
     first = _decode_one(train[classes[0]][0], str(train_dir), size, None)

@@ -40,7 +40,7 @@ def check_keys(keys: Iterable[str], allowed: Iterable[str], label: str) -> None:
         if key not in allowed:
             near = difflib.get_close_matches(key, allowed, n=1)
             hint = f"; did you mean {label.split('=')[0]}.{near[0]}?" if near else ""
-            raise UserError(f"{label} has no key {key!r}{hint} Its keys: {', '.join(allowed) or 'none'}")
+            raise UserError(f"{label} has no key {key!r}{hint}. Its keys: {', '.join(allowed) or 'none'}")
 
 
 def construct(fn: Callable, kwargs: dict[str, Any], label: str, *args: Any, **fixed: Any) -> Any:
@@ -54,6 +54,16 @@ def construct(fn: Callable, kwargs: dict[str, Any], label: str, *args: Any, **fi
 
 # slot kind -> how many leading constructor arguments are sizes given at build time, not config keys
 SIZE_ARGUMENTS = {"pair": 2}  # the width and the number of positions of the maps
+
+
+# a variant's switch for its own attention: false keeps everything else (classifier, losses, fusion) and turns the
+# weighting off, the matched control that compare measures the variant against
+CONTROL_KEY = "reweight"
+
+
+def controlled_variants() -> list[str]:
+    """The variants whose attention ``model.reweight=false`` turns off."""
+    return [v.name for v in VARIANTS.values() if any(CONTROL_KEY in parameters(c) for c in v.modules.values())]
 
 
 def variant(name: str) -> Variant:
@@ -90,7 +100,11 @@ def attention_slots(model_cfg: DictConfig | Mapping, offered: tuple[str, ...], w
     cfg = plain(model_cfg)
     name = cfg.pop("name")
     v = custom_variant(cfg) if name == "custom" else variant(name)
+    if CONTROL_KEY in cfg and not any(CONTROL_KEY in parameters(cls) for cls in v.modules.values()):
+        raise UserError(f"model={v.name} has no attention of its own for model.{CONTROL_KEY} to turn off (the switch "
+                        f"of the matched control of {', '.join(controlled_variants())}); leave it out")
     if not v.slots:
+        check_keys(cfg, [], f"model={v.name}")
         return {}
     usable = [kind for kind in v.slots if kind in offered]
     if not usable:
