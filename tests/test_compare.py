@@ -411,3 +411,109 @@ def test_wandb_sweep_file_runs_the_digits_channel_grid() -> None:
     for model in [m for m in CHANNEL_VARIANTS if m in available]:
         args = [f"experiment={params['experiment']['value']}", f"model={model}", "seed=2"]
         assert preflight(args, multirun=False) is None, args
+
+
+# ---------------------------------------------------------------------------------------- an equal tuning budget
+
+# (model, lr) -> (val/acc, test/acc) per seed: lr=0.01 wins on validation for none, lr=0.1 for se, while the test
+# figures point the other way, so that a choice made on test would differ
+TUNED = {("none", 0.01): ([0.90, 0.91, 0.92], [0.80, 0.81, 0.82]), ("none", 0.1): ([0.85, 0.86, 0.87], [0.95, 0.96, 0.97]),
+         ("se", 0.01): ([0.88, 0.89, 0.90], [0.99, 0.98, 0.97]), ("se", 0.1): ([0.93, 0.94, 0.95], [0.84, 0.85, 0.86])}
+
+
+def write_tuned_sweep(root: Path, tuned: dict = TUNED, **kw) -> Path:
+    sweep = root / "tuned"
+    for (model, lr), (val, test) in tuned.items():
+        for seed, (v, t) in enumerate(zip(val, test)):
+            write_run(sweep, model, seed, t, overrides=[f"model={model}", f"seed={seed}", f"trainer.lr={lr}"],
+                      cfg_changes={"trainer.lr": lr},
+                      extra={"metrics": {"val/acc": v, "test/acc": t, "test/loss": 1 - t}}, **kw)
+    return sweep
+
+
+def test_compare_keeps_each_variants_best_validation_setting_and_reports_its_test_runs(tmp_path: Path) -> None:
+    sweep = write_tuned_sweep(tmp_path)
+    data = json.loads(attnbench("compare", str(sweep), "--format", "json", cwd=tmp_path, check=True).stdout)
+    (c,) = data["data_sets"]
+    assert c["keys"] == ["model"] and c["tuning"] == ["trainer.lr"] and c["selection"] == "val/acc (max)"
+    rows = {r["model"]: r for r in c["rows"]}
+    assert rows["none"]["chosen"] == {"trainer.lr": "0.01"} and rows["se"]["chosen"] == {"trainer.lr": "0.1"}
+    # the test figure is exactly the chosen runs' test metric, and the Δ pairs those runs seed by seed
+    assert rows["none"]["mean"] == pytest.approx(0.81) and rows["se"]["mean"] == pytest.approx(0.85)
+    assert rows["se"]["delta"] == pytest.approx(0.04) and rows["se"]["test"] == "paired t"
+    assert {t["setting"]["trainer.lr"]: t["selection_score"] for t in rows["se"]["trials"]} == \
+        pytest.approx({"0.01": 0.89, "0.1": 0.94})
+    table = attnbench("compare", str(sweep), "--format", "markdown", cwd=tmp_path, check=True).stdout
+    assert "trainer.lr=0.1 (1 of 2)" in table and "best mean val/acc (max) over seeds" in table
+
+
+def test_changing_only_test_metrics_never_changes_the_chosen_setting(tmp_path: Path) -> None:
+    import random
+
+    from attnbench.compare import analysis, runs
+
+    rng = random.Random(0)
+    for trial in range(5):
+        shuffled = {key: (val, [rng.random() for _ in test]) for key, (val, test) in TUNED.items()}
+        sweep = write_tuned_sweep(tmp_path / str(trial), shuffled)
+        (c,) = analysis.build_report(runs.load_runs([str(sweep)])).comparisons
+        chosen = {row.values["model"]: row.chosen.setting["trainer.lr"] for row in c.rows}
+        assert chosen == {"none": "0.01", "se": "0.1"}
+        for row in c.rows:  # and what is reported is those runs' own test figures
+            lr = float(row.chosen.setting["trainer.lr"])
+            assert row.mean == pytest.approx(sum(shuffled[(row.values["model"], lr)][1]) / 3)
+
+
+def test_unequal_budgets_warn_and_bad_selections_are_one_line(tmp_path: Path) -> None:
+    sweep = write_tuned_sweep(tmp_path, {**TUNED, ("se", 1.0): ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])})
+    text = attnbench("compare", str(sweep), "--format", "markdown", cwd=tmp_path, check=True).stdout
+    assert "unequal tuning budget: none (2) had fewer trials than the 3 of the others" in text
+    for option, message in ((["--select", "val/bleu"], "--select val/bleu: not among the runs' metrics"),
+                            (["--select", "test/acc"], "choosing by a test metric"),
+                            (["--tune", "model.k"], "--tune model.k: not a setting that varies")):
+        result = attnbench("compare", str(sweep), *option, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {message}"), result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    rows = md_rows(attnbench("compare", str(sweep), "--tune", "none", "--format", "markdown", cwd=tmp_path,
+                             check=True).stdout)
+    assert len(rows) == 5  # every (model, lr) its own row: 5 of them, as tuned here
+
+
+def test_a_nan_primary_is_never_averaged_or_ranked(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path)
+    write_run(sweep, "se", 3, float("nan"))
+    data = json.loads(attnbench("compare", str(sweep), "--format", "json", cwd=tmp_path, check=True).stdout)
+    (c,) = data["data_sets"]
+    se = next(r for r in c["rows"] if r["model"] == "se")
+    assert se["n"] == 3 and se["mean"] == pytest.approx(0.96) and se["not_completed"] == {"not finite": 1}
+    assert [r["status"] for r in c["not_completed"]] == ["not finite"]
+
+
+def test_each_row_is_measured_against_its_matched_control(tmp_path: Path) -> None:
+    """The few-shot study's rows: ProtoNet on two readouts, CAN and its control; every interval inside [0, 1]."""
+    sweep = tmp_path / "pair"
+    rows = {("none", "-", "flatten"): [0.86, 0.87, 0.88], ("none", "-", "mean"): [0.80, 0.82, 0.81],
+            ("cross", "false", "mean"): [0.83, 0.85, 0.84], ("cross", "true", "mean"): [0.97, 0.99, 0.995]}
+    for (model, reweight, readout), accs in rows.items():
+        for seed, acc in enumerate(accs):
+            model_cfg = {"model": {"name": model, **({"reweight": reweight == "true"} if reweight != "-" else {})}}
+            overrides = [f"model={model}", f"seed={seed}", f"data.readout={readout}"]
+            run = write_run(sweep, "none", seed, acc, overrides=overrides + [f"model.reweight={reweight}"])
+            config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+            config.update(model_cfg)
+            config["data"]["readout"] = readout
+            (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+            summary = json.loads((run / "summary.json").read_text())
+            summary["model"] = model
+            (run / "summary.json").write_text(json.dumps(summary))
+    (c,) = json.loads(attnbench("compare", str(sweep), "--format", "json", cwd=tmp_path, check=True).stdout)[
+        "data_sets"]
+    by = {(r["model"], r["model.reweight"], r["data.readout"]): r for r in c["rows"]}
+    can, control = by[("cross", "true", "mean")], by[("cross", "false", "mean")]
+    assert can["reference"] == "model.reweight=false" and can["delta"] == pytest.approx(0.145)
+    assert control["reference"] == "model=none" and control["delta"] == pytest.approx(0.03)  # the same readout
+    assert by[("none", "-", "mean")]["baseline"] and by[("none", "-", "flatten")]["baseline"]
+    for row in c["rows"]:
+        assert 0 <= row["ci95_low"] <= row["ci95_high"] <= 1
+    assert can["ci95_high"] == 1.0 and can["p_improvement"] == 1.0
+    assert can["p_adjusted"] == pytest.approx(max(can["p_value"], control["p_value"]))  # BH on two tests
