@@ -25,7 +25,7 @@ from . import __version__
 from .attention import attention_parameters
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint, distributed
 from .tasks import build_task
-from .track import Logger, RunDirectory, create_logger
+from .track import Logger, RunDirectory, create_logger, explicit_keys, json_ready
 from .track.console import console, info, summary_table
 
 
@@ -47,6 +47,51 @@ def group_name(choices: dict[str, str], overrides: list[str]) -> str:
     parts = {f"{k}={choices[k]}" for k in ("data", "backbone", "model")}
     parts |= {o for o in overrides if not o.startswith(("seed=", "resume=")) and "=" in o}
     return ",".join(sorted(parts))
+
+
+# summary.json's top-level figures that W&B's summary holds too (beside every metric, primary and status)
+WANDB_SUMMARY_KEYS = ("params", "attention_params", "flops_per_sample", "train_samples_per_s", "eval_samples_per_s",
+                      "peak_memory_mb", "wall_time_s", "best_epoch", "epochs", "step", "world_size", "device")
+# the overrides that name neither a setting nor its folder (as hydra.job.config.override_dirname excludes them)
+UNNAMED = ("resume=", "logger.mode=", "trainer.device=", "trainer.devices=")
+
+
+def run_name(choices: dict[str, str], overrides: list[str]) -> str:
+    """The W&B run name: the job's overrides, as a sweep names its job folders; the choices when there are none."""
+    named = sorted(o for o in overrides if "=" in o and not o.startswith(UNNAMED))
+    return ",".join(named) or ",".join(f"{k}={choices[k]}" for k in ("data", "backbone", "model"))
+
+
+def _logger(cfg: DictConfig, run: RunDirectory, task: Any, choices: dict[str, str], overrides: list[str],
+            in_sweep: bool, run_id: str | None) -> Logger:
+    """The run's W&B logger. Its config is the resolved one plus the group choices (``backbone.name`` is
+    ``resnet`` for four backbones) and, in a sweep, the sweep's id and folder, so two sweeps of one
+    configuration can be told apart or aggregated."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+    if in_sweep:  # a job folder sits directly in its sweep folder (hydra.sweep.subdir)
+        sweep = run.path.resolve().parent
+        config["sweep"] = {"id": f"{sweep.parent.name}/{sweep.name}", "dir": str(sweep)}
+    return create_logger(cfg.logger, run_dir=run.path, name=run_name(choices, overrides),
+                         group=group_name(choices, overrides),
+                         tags=[task.family, f"data={choices['data']}", f"backbone={choices['backbone']}",
+                               f"model={choices['model']}"],
+                         config=config, explicit=explicit_keys(overrides),
+                         primary=(f"val/{task.primary}", task.higher_is_better), run_id=run_id)
+
+
+def _close_logger(logger: Logger, log_checkpoints: str, run: RunDirectory, summary: dict[str, Any]) -> None:
+    """W&B's summary gets exactly summary.json's final figures (best-epoch val/*, test/*, the costs), then
+    the checkpoints asked for by logger.log_checkpoints, if the run completed."""
+    final = json_ready({**summary["metrics"], "primary": summary["primary"], "status": summary["status"],
+                         **{k: summary[k] for k in WANDB_SUMMARY_KEYS if k in summary}})
+    logger.set_summary(final)
+    if summary["status"] == "completed" and log_checkpoints != "none":
+        wanted = ("best", "last") if log_checkpoints == "all" else (log_checkpoints,)
+        paths = {name: getattr(run, name) for name in wanted if getattr(run, name).exists()}
+        if paths:
+            logger.log_checkpoints(paths)
+    logger.finish(exit_code=0 if summary["status"] == "completed" else 1)
 
 
 def _previous_run(run: RunDirectory) -> str:
@@ -96,11 +141,8 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         checkpoint = run.load_checkpoint(run.last) if resume else None
         if checkpoint is not None:
             check_fingerprint(checkpoint, fingerprint(cfg), run.last)
-        logger = create_logger(cfg.logger, run_dir=run.path, name=run.path.name, group=group_name(choices, overrides),
-                               tags=[task.family, f"data={choices['data']}", f"backbone={choices['backbone']}",
-                                     f"model={choices['model']}"],
-                               config=OmegaConf.to_container(cfg, resolve=True),
-                               run_id=checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
+        logger = _logger(cfg, run, task, choices, overrides, in_sweep,
+                         checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
         trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
         trainer.setup(checkpoint)
         if world.main:
@@ -132,8 +174,7 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         if world.main:
             run.write_summary(summary)
         if logger is not None:
-            logger.set_summary({**summary["metrics"], "status": summary["status"]})
-            logger.finish(exit_code=0 if summary["status"] == "completed" else 1)
+            _close_logger(logger, cfg.logger.get("log_checkpoints", "none"), run, summary)
     console.print(summary_table(summary))
     info(f"run directory: {run_dir}")
     info(f"{summary['primary']['name']} = {summary['primary']['value']:.4f}")

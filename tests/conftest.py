@@ -26,7 +26,7 @@ os.environ.pop("WANDB_API_KEY", None)
 def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("HF_HOME", str(cache / "hf"))
-    monkeypatch.setenv("WANDB_DIR", str(cache / "wandb"))
+    monkeypatch.delenv("WANDB_DIR", raising=False)  # attnbench respects it: runs would leave their run directory
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(cache / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(cache / "wandb-cache"))
     monkeypatch.setenv("HOME", str(cache / "home"))  # no netrc, so W&B is never "logged in"

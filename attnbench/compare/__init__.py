@@ -123,17 +123,21 @@ def wandb_rows(c: Comparison) -> tuple[list[str], list[list[Any]]]:
     """A data set's comparison as W&B Table columns and rows: raw numbers, so W&B can sort and chart them."""
     names = [n for n in c.metric_names if n != c.primary]
     columns = ["rank", *c.keys, "n", f"{c.primary} mean", f"{c.primary} std", "ci95 low", "ci95 high",
-               f"Δ vs {c.baseline or '-'}", "p (Welch)", *[f"{n} mean" for n in names], *COST]
+               f"Δ vs {c.baseline or '-'}", "p (Welch)", *[f"{n} mean" for n in names], *COST, "runs"]
     rows = [[rank, *[row.values[k] for k in c.keys], row.n, row.mean, row.std,
              row.ci95[0] if row.ci95 else None, row.ci95[1] if row.ci95 else None, row.delta, row.p_value,
-             *[row.metrics.get(n, (None,))[0] for n in names], *[row.cost.get(k) for k in COST]]
+             *[row.metrics.get(n, (None,))[0] for n in names], *[row.cost.get(k) for k in COST],
+             ",".join(r.summary.get("wandb_id") or "-" for r in row.runs)]
             for rank, row in enumerate(c.rows, 1)]
     return columns, rows
 
 
-def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Path | None) -> None:
-    """A summary run of the sweep, holding one Table per data set and the plot. Its group is what every job of
-    the sweep shares (the jobs' own groups differ by variant, so that W&B aggregates their seeds)."""
+def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Path | None,
+                 overrides: list[str] = ()) -> None:
+    """A summary run of the sweep (job_type compare), holding one Table per data set, each row with the W&B
+    run ids of its jobs, and the plot. Its group is what every job of the sweep shares (the jobs' own groups
+    differ by variant, so that W&B aggregates their seeds); its config holds the sweep id the jobs carry."""
+    from ..track import explicit_keys
     from ..track import create_logger
 
     runs = [row_run for c in report.comparisons for row in c.rows for row_run in row.runs]
@@ -144,7 +148,9 @@ def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Pa
     name = f"compare {sweep_dir.parent.name}/{sweep_dir.name}"
     logger = create_logger(logger_cfg, run_dir=sweep_dir, name=name, group=",".join(sorted(shared)) or "sweep",
                            tags=["compare", *sorted({f"data={c.data}" for c in report.comparisons})],
-                           config={"sweep_dir": str(sweep_dir), "baseline": [c.baseline for c in report.comparisons],
+                           job_type="compare", explicit=explicit_keys(overrides),
+                           config={"sweep": {"id": f"{sweep_dir.resolve().parent.name}/{sweep_dir.resolve().name}",
+                                             "dir": str(sweep_dir.resolve())}, "baseline": [c.baseline for c in report.comparisons],
                                    "keys": sorted({k for c in report.comparisons for k in c.keys})})
     try:
         if plot_path is not None:  # first: the tables are logged at the next steps, and W&B drops earlier ones
@@ -157,7 +163,7 @@ def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Pa
         logger.finish()
 
 
-def sweep_report(sweep_dir: Path, logger_cfg: Any = None) -> None:
+def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] = ()) -> None:
     """What a multirun prints when it ends: the comparison table, also written as compare.md and compare.png
     in the sweep directory, and logged to W&B when the sweep's logger is W&B."""
     import sys
@@ -184,8 +190,5 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None) -> None:
     plot_path = plot(report, sweep_dir / "compare.png")
     console.print(f"comparison written to {sweep_dir / 'compare.md'} and {plot_path} "
                   f"(`attnbench compare {sweep_dir}` prints it again, --help for formats)", soft_wrap=True)
-    if logger_cfg is not None and logger_cfg.get("name") == "wandb":
-        from ..track.wandb_logger import resolve_mode
-
-        if resolve_mode(logger_cfg.get("mode", "auto")) != "disabled":
-            log_to_wandb(report, logger_cfg, sweep_dir, plot_path)
+    if logger_cfg is not None:
+        log_to_wandb(report, logger_cfg, sweep_dir, plot_path, overrides)  # a Logger that does nothing when off

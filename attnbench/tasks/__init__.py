@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from ..config import check_trainer
+from ..config import check_logger, check_trainer
 from ..data import LOADERS
 from ..errors import UserError
 from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
@@ -42,6 +42,7 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     name those, while ``name`` inside each group is the loader, backbone or variant it runs.
     """
     check_trainer(cfg.trainer)
+    check_logger(cfg.logger)
     cls = task_class(cfg, choices)
     loader = LOADERS.get(cfg.data.name)
     if loader is None:
