@@ -103,6 +103,20 @@ def register_launcher_schemas() -> None:
         store.repo.get("hydra", {}).get("launcher", {}).pop(f"{name}.yaml", None)
 
 
+def check_schema_keys(cfg: Any) -> None:
+    """``+trainer.foo=1`` adds a key Hydra accepts and nothing reads: refuse it, naming the nearest real key."""
+    import difflib
+    from dataclasses import fields
+
+    for group, schema in (("trainer", TrainerConfig), ("logger", LoggerConfig)):
+        known = [f.name for f in fields(schema)]
+        for key in cfg.get(group) or {}:
+            if key not in known:
+                near = difflib.get_close_matches(str(key), known, n=1)
+                raise UserError(f"unknown key '{group}.{key}'" + (f": did you mean {group}.{near[0]}?" if near else "")
+                                + " (`attnbench train --cfg job` prints every key)")
+
+
 def check_logger(cfg: Any) -> None:
     """logger.mode and logger.log_checkpoints, refused with the nearest accepted value."""
     import difflib
