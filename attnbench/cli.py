@@ -259,6 +259,15 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
     return None
 
 
+def stopped(e: Exception, run, in_sweep: bool) -> None:
+    """What Ctrl-C (or SIGTERM) leaves: the checkpoint saved, and the exact command that continues."""
+    from .track.console import info
+
+    how = ("rerun the same sweep command (finished jobs are skipped, this one resumes)" if in_sweep else
+           f"`attnbench train resume={run.path}`")
+    info(f"{e}: checkpoint saved to {run.last}; continue with {how}")
+
+
 def _hydra_task(cfg) -> dict | None:
     """The Hydra task function: one job, in its own run directory."""
     from hydra.core.hydra_config import HydraConfig
@@ -281,6 +290,8 @@ def _hydra_task(cfg) -> dict | None:
         with launch.job(cfg, hc):
             return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
     except Interrupted as e:
+        if launch.process_rank() == 0:
+            stopped(e, run, in_sweep)
         launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
@@ -402,6 +413,8 @@ def resume_run(path: str) -> int:
             logging.getLogger().setLevel(logging.INFO)
         run_job(cfg, run_dir, choices, overrides, resume=True)
     except Interrupted as e:
+        if launch.process_rank() == 0:
+            stopped(e, RunDirectory(run_dir), in_sweep=False)
         return 128 + e.signum
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -26,7 +26,7 @@ from .attention import attention_parameters
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint, distributed
 from .tasks import build_task
 from .track import Logger, RunDirectory, create_logger, explicit_keys, json_ready
-from .track.console import console, info, summary_table
+from .track.console import console, info, phase, summary_table
 
 
 def seed_everything(seed: int) -> None:
@@ -137,7 +137,8 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
     logger = trainer = task = None
     try:
         seed_everything(cfg.seed)
-        task = build_task(cfg, choices)
+        with phase(f"preparing data={choices['data']}, backbone={choices['backbone']}, model={choices['model']}"):
+            task = build_task(cfg, choices)
         checkpoint = run.load_checkpoint(run.last) if resume else None
         if checkpoint is not None:
             check_fingerprint(checkpoint, fingerprint(cfg), run.last)
@@ -150,10 +151,13 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         if checkpoint is not None:
             info(f"resuming {run_dir} at epoch {trainer.state.epoch}, step {trainer.state.step}")
         trainer.fit()
-        trainer.test()
+        with phase("testing the best checkpoint"):
+            trainer.test()
         if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
-            figures = task.figures(task.model, run.figures)
-            summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
+            with phase("drawing attention figures"):
+                figures = task.figures(task.model, run.figures)
+            with phase("measuring inference cost (FLOPs, samples/s)"):
+                summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
             logger.log_images(figures, step=trainer.state.step)
         notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null in this run
         if notes:

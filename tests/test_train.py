@@ -86,8 +86,11 @@ def test_sigterm_saves_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path)
         assert process.poll() is None
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=60)
+    out, _ = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM
+    where = (tmp_path / "stopped").resolve()
+    assert (f"stopped by SIGTERM: checkpoint saved to {where / 'checkpoints' / 'last.pt'}; continue with "
+            f"`attnbench train resume={where}`") in out
     stopped = summary(tmp_path / "stopped")
     assert stopped["status"] == "interrupted" and stopped["epochs"] < 5
 

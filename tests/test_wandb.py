@@ -68,3 +68,4 @@ def test_login_is_decided_by_wandb_for_the_server_in_wandb_base_url(tmp_path: Pa
             env={**os.environ, "HOME": str(tmp_path), "WANDB_BASE_URL": url}, capture_output=True, text=True,
             check=True).stdout.strip()
     assert found == {"https://wandb.example.com": "True", "https://api.wandb.ai": "False"}
+

@@ -69,6 +69,7 @@ def parse_args(args: list[str]) -> dict[str, Any]:
 
 def run_compare(args: list[str]) -> int:
     """``attnbench compare``: the exit status is 0 when a table was produced, 2 when nothing could be compared."""
+    import os
     import sys
 
     def warn(message: str) -> None:  # stderr, so the csv and json on stdout stay machine-readable
@@ -103,7 +104,8 @@ def run_compare(args: list[str]) -> int:
             from rich.console import Console
 
             console = Console(highlight=False)
-            width = console.width if console.is_terminal else 200  # a pipe or a file: no squeezed columns
+            # a pipe or a file: no squeezed columns, unless COLUMNS says how wide the reader is
+            width = console.width if console.is_terminal or "COLUMNS" in os.environ else 200
             sys.stdout.write(render(report, "table", color=console.is_terminal, width=width))
         else:
             sys.stdout.write(render(report, options["format"]))

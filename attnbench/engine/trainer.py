@@ -284,7 +284,9 @@ class Trainer:
             for epoch in range(self.state.epoch, cfg.epochs):
                 train_metrics = self._train_epoch(epoch, stop, bar)
                 distributed.broadcast_buffers(self.task.model)
+                bar.doing("validating")
                 val = self.evaluate("val")
+                bar.doing("")
                 self.state.epoch, self.state.batch = epoch + 1, 0
                 self._record(epoch, train_metrics, val)
                 self.save_last()
