@@ -28,7 +28,8 @@ def test_keys_nothing_reads_are_refused_with_the_nearest_real_key(tmp_path: Path
         (["+trainer.foo=1"], "error: unknown key 'trainer.foo' (`attnbench train --cfg job` prints every key)"),
         (["+trainer.lrr=1"], "error: unknown key 'trainer.lrr': did you mean trainer.lr? "
                              "(`attnbench train --cfg job` prints every key)"),
-        (["lr=0.1"], "error: unknown key 'lr': did you mean trainer.lr? (`attnbench train --cfg job` prints every key)"),
+        (["lr=0.1"], "error: unknown key 'lr': did you mean trainer.lr? "
+                     "(`attnbench train --cfg job` prints every key)"),
         (["--cfg", "job", "model=nosuch"], "error: unknown model 'nosuch'. Choose one of: "),
     ]:
         result = attnbench("train", *args, cwd=tmp_path)

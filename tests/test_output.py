@@ -25,9 +25,8 @@ def test_files_honour_the_umask(tmp_path: Path) -> None:
 
 def test_compare_table_fits_80_100_and_120_columns(tmp_path: Path) -> None:
     """No cell cut to `…`, no line wider than the terminal; what was left out is said; a pipe stays wide."""
-    from test_compare import write_sweep
-
     from runner import attnbench
+    from test_compare import write_sweep
 
     sweep = write_sweep(tmp_path)
     for columns in (80, 100, 120):

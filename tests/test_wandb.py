@@ -38,7 +38,8 @@ def test_wandb_mode_disabled_writes_no_wandb_folder_and_explicit_logger_override
               "logger.log_checkpoints=best", cwd=tmp_path, check=True,
               env={"WANDB_MODE": "disabled", "WANDB_PROJECT": "p", "WANDB_DIR": str(tmp_path / "elsewhere")})
     assert not (tmp_path / "on" / "wandb").exists() and wandb_run(tmp_path / "elsewhere").project == "q"
-    [artifact] = [r.artifact for r in wandb_records(tmp_path / "elsewhere") if r.WhichOneof("record_type") == "artifact"]
+    records = wandb_records(tmp_path / "elsewhere")
+    [artifact] = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     assert artifact.type == "model" and "best" in artifact.aliases
 
 

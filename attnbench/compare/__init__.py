@@ -139,8 +139,7 @@ def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Pa
     """A summary run of the sweep (job_type compare), holding one Table per data set, each row with the W&B
     run ids of its jobs, and the plot. Its group is what every job of the sweep shares (the jobs' own groups
     differ by variant, so that W&B aggregates their seeds); its config holds the sweep id the jobs carry."""
-    from ..track import explicit_keys
-    from ..track import create_logger
+    from ..track import create_logger, explicit_keys
 
     runs = [row_run for c in report.comparisons for row in c.rows for row_run in row.runs]
     shared = set.intersection(*[
@@ -148,11 +147,12 @@ def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Pa
         | {o for o in r.summary.get("overrides", []) if "=" in o and not o.startswith(("seed=", "resume="))}
         for r in runs])
     name = f"compare {sweep_dir.parent.name}/{sweep_dir.name}"
+    where = sweep_dir.resolve()  # the jobs' config names their sweep the same way (job.py)
     logger = create_logger(logger_cfg, run_dir=sweep_dir, name=name, group=",".join(sorted(shared)) or "sweep",
                            tags=["compare", *sorted({f"data={c.data}" for c in report.comparisons})],
                            job_type="compare", explicit=explicit_keys(overrides),
-                           config={"sweep": {"id": f"{sweep_dir.resolve().parent.name}/{sweep_dir.resolve().name}",
-                                             "dir": str(sweep_dir.resolve())}, "baseline": [c.baseline for c in report.comparisons],
+                           config={"sweep": {"id": f"{where.parent.name}/{where.name}", "dir": str(where)},
+                                   "baseline": [c.baseline for c in report.comparisons],
                                    "keys": sorted({k for c in report.comparisons for k in c.keys})})
     try:
         if plot_path is not None:  # first: the tables are logged at the next steps, and W&B drops earlier ones

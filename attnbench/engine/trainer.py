@@ -34,7 +34,6 @@ from . import distributed
 from .optim import build_optimizer, build_schedule
 from .protocol import Task
 
-
 REFRESH_S = 1.0  # longest wait between progress-bar updates, whatever trainer.log_every is
 
 
@@ -159,7 +158,6 @@ class Trainer:
         self.train_time = 0.0  # seconds of training steps after warm-up, over all segments of the run
         self.train_samples = 0
         self._flushed = time.perf_counter()  # when the losses were last read (the progress bar's last move)
-        self._logged_step = 0  # the step of the last per-step W&B record
         self._warm = False  # this process has run its warm-up steps (compilation, allocator, cudnn search)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -321,7 +319,7 @@ class Trainer:
                 samples += size
             # the bar also moves every REFRESH_S on a slow model; under DDP the ranks must sync at the same
             # steps, which only a step count guarantees
-            at_sync = len(window) >= self.cfg.log_every or (
+            at_sync = self.state.step % self.cfg.log_every == 0 or (
                 not self.world.distributed and time.perf_counter() - self._flushed >= REFRESH_S)
             if at_sync:
                 self._flush(window, epoch, bar, samples / max(time.perf_counter() - started, 1e-9))
@@ -394,9 +392,8 @@ class Trainer:
             raise NonFiniteLoss(float(losses[first]), step, self.nan_hint())
         lr = self.schedule.get_last_lr()[0]
         bar.update(self.state.step, epoch, float(losses[-1]), lr, samples_per_s)
-        if self.state.step - self._logged_step >= self.cfg.log_every:  # per-step curves at the user's interval
+        if self.state.step % self.cfg.log_every == 0:  # per-step curves at the user's interval, not the bar's
             self.logger.log({"step/loss": float(losses.mean()), "step/lr": lr}, step=self.state.step)
-            self._logged_step = self.state.step
         window.clear()
         self._flushed = time.perf_counter()
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-
 CMAP = "viridis"  # perceptually uniform: equal steps of weight look like equal steps of colour
 
 
@@ -134,8 +133,8 @@ def token_weights_figures(reviews: list[ShadedReview], title: str, out_dir: Path
             "attention_html": token_weights_html(reviews, title, out_dir / "attention.html")}
 
 
-def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, grid: tuple[int, int], path: Path,
-                             references: list[str] | None = None, per_row: int = 6) -> Path:
+def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, grid: tuple[int, int], heading: str,
+                             path: Path, references: list[str] | None = None, per_row: int = 6) -> Path:
     """The classic Show-Attend-Tell picture: the image, then one panel per generated word with that word's
     attention over the region grid upsampled and overlaid. ``image`` (C, H, W) in [0, 1], ``weights`` (T, H·W)."""
     import matplotlib
@@ -162,7 +161,7 @@ def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, g
         shown = ax.imshow(heats[i].numpy(), cmap=CMAP, alpha=0.6, vmin=0, vmax=top)
         ax.set_title(word, fontsize=10)
     caption = " ".join(words)
-    title = f"generated: {caption}"
+    title = f"{heading}\ngenerated: {caption}"
     if references:
         title += f"\nreference: {references[0]}"
     fig.suptitle(title, fontsize=9)
