@@ -52,6 +52,8 @@ def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], pr
 
 # a review for the token pictures: its tokens, the weight each receives, which are evidence, a caption
 ShadedReview = tuple[list[str], list[float], list[bool], str]
+LEGEND = ("shade: share of attention each token receives (darkest = the most attended token of the review); "
+          "underlined: tokens that carry the label")
 SHADE = (214, 39, 40)  # the colour of attention, at full strength on the most-attended token of each review
 
 
@@ -69,8 +71,7 @@ def token_weights_html(reviews: list[ShadedReview], title: str, path: Path) -> P
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>",
              "<body style='font-family: sans-serif; max-width: 60em'>",
              f"<h3>{html.escape(title)}</h3>",
-             "<p style='color:#555'>shade: share of attention each token receives (darkest = the most attended "
-             "token of the review); underlined: tokens that carry the label</p>"]
+             f"<p style='color:#555'>{html.escape(LEGEND)}</p>"]
     for tokens, weights, marks, caption in reviews:
         spans = []
         for token, weight, shade, mark in zip(tokens, weights, _shades(weights), marks):
@@ -107,14 +108,15 @@ def token_weights_png(reviews: list[ShadedReview], title: str, path: Path, colum
     font = 8
     char = 0.6 * font / 72  # inches per monospaced character
     line = 1.5 * font / 72
-    fig = plt.figure(figsize=(columns * char + 0.4, (len(lines) + 2) * line + 0.3))
+    fig = plt.figure(figsize=(columns * char + 0.4, (len(lines) + 3) * line + 0.3))
     ax = fig.add_axes((0.02, 0.0, 0.96, 1.0))
     ax.set_xlim(0, columns)
-    ax.set_ylim(len(lines) + 2, 0)
+    ax.set_ylim(len(lines) + 3, 0)
     ax.axis("off")
     ax.text(0, 1, title, fontsize=font + 1, fontweight="bold", va="center")
+    ax.text(0, 2, LEGEND, fontsize=font - 2, color="#555555", va="center")  # the HTML's legend, in the PNG too
     color = [c / 255 for c in SHADE]
-    for y, (caption, row) in enumerate(lines, start=2):
+    for y, (caption, row) in enumerate(lines, start=3):
         if caption:
             ax.text(0, y + 0.5, caption, fontsize=font, fontweight="bold", va="center")
         for x, token, shade, mark in row:
