@@ -432,22 +432,25 @@ def evaluate_run(args: list[str]) -> int:
 
     from .engine import Trainer
     from .errors import UserError
-    from .job import fingerprint, seed_everything
+    from .job import fingerprint, open_logger, seed_everything
     from .tasks import build_task
-    from .track import Logger, RunDirectory
+    from .track import Logger, RunDirectory, json_ready
     from .track.console import console, format_value
 
     if len(args) != 1 or args[0].startswith("-"):
         return fail("usage: attnbench eval RUN_DIR")
     run_dir = Path(args[0]).expanduser()
     try:
-        cfg, choices, _ = _run_config(run_dir)
+        cfg, choices, overrides = _run_config(run_dir)
         seed_everything(cfg.seed)
         task = build_task(cfg, choices)
-        trainer = Trainer(cfg.trainer, task, RunDirectory(run_dir), Logger(), seed=cfg.seed,
-                          fingerprint=fingerprint(cfg))
+        run = RunDirectory(run_dir)
+        trainer = Trainer(cfg.trainer, task, run, Logger(), seed=cfg.seed, fingerprint=fingerprint(cfg))
         trainer.place()
         metrics = trainer.test()
+        logger = open_logger(cfg, run, task, choices, overrides, job_type="eval")  # after the test: no run if it fails
+        logger.set_summary(json_ready(metrics))
+        logger.finish()
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -62,17 +62,20 @@ def run_name(choices: dict[str, str], overrides: list[str]) -> str:
     return ",".join(named) or ",".join(f"{k}={choices[k]}" for k in ("data", "backbone", "model"))
 
 
-def _logger(cfg: DictConfig, run: RunDirectory, task: Any, choices: dict[str, str], overrides: list[str],
-            in_sweep: bool, run_id: str | None) -> Logger:
-    """The run's W&B logger. Its config is the resolved one plus the group choices (``backbone.name`` is
-    ``resnet`` for four backbones) and, in a sweep, the sweep's id and folder, so two sweeps of one
-    configuration can be told apart or aggregated."""
+def open_logger(cfg: DictConfig, run: RunDirectory, task: Any, choices: dict[str, str], overrides: list[str],
+                in_sweep: bool = False, run_id: str | None = None, job_type: str = "train") -> Logger:
+    """The run's W&B logger (``job_type`` eval: a run of its own beside the training run, in its group).
+    Its config is the resolved one plus the group choices (``backbone.name`` is ``resnet`` for four
+    backbones) and, in a sweep, the sweep's id and folder, so two sweeps of one configuration can be told
+    apart or aggregated."""
     config = OmegaConf.to_container(cfg, resolve=True)
     config["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
     if in_sweep:  # a job folder sits directly in its sweep folder (hydra.sweep.subdir)
         sweep = run.path.resolve().parent
         config["sweep"] = {"id": f"{sweep.parent.name}/{sweep.name}", "dir": str(sweep)}
-    return create_logger(cfg.logger, run_dir=run.path, name=run_name(choices, overrides),
+    name = run_name(choices, overrides)
+    return create_logger(cfg.logger, run_dir=run.path, name=name if job_type == "train" else f"{job_type} {name}",
+                         job_type=job_type,
                          group=group_name(choices, overrides),
                          tags=[task.family, f"data={choices['data']}", f"backbone={choices['backbone']}",
                                f"model={choices['model']}"],
@@ -142,8 +145,8 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         checkpoint = run.load_checkpoint(run.last) if resume else None
         if checkpoint is not None:
             check_fingerprint(checkpoint, fingerprint(cfg), run.last)
-        logger = _logger(cfg, run, task, choices, overrides, in_sweep,
-                         checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
+        logger = open_logger(cfg, run, task, choices, overrides, in_sweep,
+                             checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
         trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
         trainer.setup(checkpoint)
         if world.main:

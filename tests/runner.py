@@ -45,7 +45,8 @@ def assert_complete_summary(run_dir: Path) -> dict:
 
 
 def wandb_records(run_dir: Path) -> list:
-    """The records of a run's one offline ``.wandb`` file, parsed with W&B's own protobuf messages.
+    """The records of a run's one offline ``.wandb`` file (or of the ``.wandb`` file given), parsed with
+    W&B's own protobuf messages.
 
     The file is a LevelDB-style log (W&B's writer): a 7-byte header (``:W&B``, magic, version), then 32 KiB
     blocks of chunks, each a 7-byte header (CRC, little-endian length, kind: 1 full, 2 first, 3 middle, 4 last).
@@ -54,7 +55,7 @@ def wandb_records(run_dir: Path) -> list:
 
     from wandb.proto import wandb_internal_pb2
 
-    [path] = run_dir.glob("wandb/offline-run-*/*.wandb")
+    [path] = [run_dir] if run_dir.suffix == ".wandb" else run_dir.glob("wandb/offline-run-*/*.wandb")
     data, block = path.read_bytes(), 32768
     assert data[:4] == b":W&B", data[:7]
     pos, chunk, records = 7, b"", []

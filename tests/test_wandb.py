@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from runner import assert_wandb_agrees, attnbench, run_dirs, wandb_records, wandb_run
+from runner import assert_wandb_agrees, attnbench, run_dirs, wandb_records, wandb_run, wandb_summary
 
 
 def test_default_run_summary_equals_summary_json_and_env_names_the_run(tmp_path: Path) -> None:
@@ -27,6 +27,12 @@ def test_default_run_summary_equals_summary_json_and_env_names_the_run(tmp_path:
     steps = [r.history for r in wandb_records(run) if r.WhichOneof("record_type") == "history"
              and any(i.nested_key == ["step/loss"] for i in r.history.item)]
     assert [h.step.num for h in steps][:3] == [5, 10, 15]  # per-step loss at trainer.log_every
+
+    # `attnbench eval` is a W&B run of its own, job_type eval, holding the test metrics it measured
+    attnbench("eval", str(run), cwd=tmp_path, check=True)
+    [evaluated] = [f for f in run.glob("wandb/offline-run-*/*.wandb") if wandb_run(f).job_type == "eval"]
+    assert wandb_run(evaluated).display_name == "eval trainer.epochs=2,trainer.log_every=5"
+    assert wandb_summary(evaluated)["test/acc"] == w["test/acc"]
 
 
 def test_wandb_mode_disabled_writes_no_wandb_folder_and_explicit_logger_overrides_win(tmp_path: Path) -> None:
