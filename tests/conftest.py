@@ -21,6 +21,10 @@ OFFLINE_ENV = {
 os.environ.update(OFFLINE_ENV)
 os.environ.pop("HYDRA_FULL_ERROR", None)
 os.environ.pop("WANDB_API_KEY", None)
+# pytest-xdist's workers set COLUMNS=80 and LINES=24, which the CLIs the tests run would read as the width of
+# the reader (compare's table); a test that wants a width passes COLUMNS itself
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

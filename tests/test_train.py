@@ -34,8 +34,8 @@ def test_default_run_learns_digits(tmp_path: Path) -> None:
 
 
 def test_multirun_grid_writes_a_run_per_job_with_an_offline_wandb_run_that_agrees(tmp_path: Path) -> None:
-    attnbench("train", "-m", "model=none,se", "seed=0,1", "data=digits", "trainer.epochs=1", cwd=tmp_path,
-              check=True)
+    result = attnbench("train", "-m", "model=none,se", "seed=0,1", "data=digits", "trainer.epochs=1", cwd=tmp_path,
+                       check=True)
     sweep = next((tmp_path / "outputs" / "multirun").glob("*/*"))
     runs = run_dirs(sweep)
     assert len(runs) == 4
@@ -55,6 +55,7 @@ def test_multirun_grid_writes_a_run_per_job_with_an_offline_wandb_run_that_agree
     # one folder per job, named from its overrides, so a rerun of the same command finds it
     assert sorted(r.name for r in runs)[0] == "data=digits,model=none,seed=0,trainer.epochs=1"
     # the sweep's summary run: job_type compare, the same sweep id, each table row with its jobs' run ids
+    assert list(sweep.glob("wandb/offline-run-*/*.wandb")), result.stdout[-3000:]
     compare = wandb_run(sweep)
     assert compare.job_type == "compare"
     assert json.loads(next(i.value_json for i in compare.config.update if i.key == "sweep"))["id"] in sweep_ids
