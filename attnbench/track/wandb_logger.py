@@ -188,7 +188,9 @@ def create_logger(cfg: Any, *, run_dir: Path, name: str, group: str, tags: list[
         entity=_setting(cfg, "entity", "WANDB_ENTITY", explicit),
         group=_setting(cfg, "group", "WANDB_RUN_GROUP", explicit, automatic=group),
         name=os.environ.get("WANDB_NAME") or name,
-        dir=os.environ.get("WANDB_DIR") or str(run_dir),
+        # absolute: a W&B service another process started (its id inherited in WANDB_SERVICE) resolves
+        # relative paths against its own working directory
+        dir=str(Path(os.environ.get("WANDB_DIR") or run_dir).resolve()),
         tags=list(dict.fromkeys([*tags, *extra])),
         job_type=job_type,
     )
