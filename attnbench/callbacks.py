@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .track.console import console
 
@@ -49,7 +49,7 @@ class SweepSummary(Callback):
         try:
             from .compare import sweep_report
 
-            sweep_report(sweep_dir, config.get("logger"))
+            sweep_report(sweep_dir, config.get("logger"), list(OmegaConf.select(config, "hydra.overrides.task") or []))
         except Exception as e:  # the jobs are done and counted: a failed summary must not lose that
             logging.getLogger("attnbench").exception("sweep comparison failed")
             console.print(f"[yellow]warning:[/yellow] no comparison table: {type(e).__name__}: {e} "

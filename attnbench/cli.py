@@ -12,6 +12,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # OpenMP's idle threads spin by default. On a CPU shared with other jobs (CI, parallel sweeps, a laptop) the
 # spinning threads take the cores the work needs and small models train many times slower (a caption step on
@@ -82,13 +86,19 @@ def _near_key(name: str, overrides: list[str]) -> str:
     except Exception:
         return ""
     node = OmegaConf.select(cfg, parent) if parent else cfg
-    keys = list(node.keys()) if isinstance(node, DictConfig) else []
-    near = difflib.get_close_matches(leaf, [str(k) for k in keys], n=1)
+    keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    if not parent:  # a top-level key is often a group's (lr=0.1 for trainer.lr=0.1): search one level down too
+        keys += [f"{group}.{k}" for group in keys if isinstance(cfg.get(group), DictConfig) for k in cfg[group]]
+    named = {k: k.rpartition(".")[2] for k in keys}
+    exact = [k for k, last in named.items() if last == leaf]
+    near = exact or difflib.get_close_matches(leaf, keys, n=1) or [
+        k for k in keys if k.rpartition(".")[2] in difflib.get_close_matches(leaf, list(named.values()), n=1)]
     return f": did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
 
 
-# Hydra flags followed by a value, which is no override (``--config-dir DIR``, ``-cd DIR``, ``--config-dir=DIR``)
-HYDRA_VALUE_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name", "--experimental-rerun")
+# Hydra flags followed by a value, which is no override (``--cfg job``, ``-p model``, ``--config-dir DIR``)
+HYDRA_VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cd", "--config-dir", "-cp", "--config-path", "-cn",
+                     "--config-name", "--experimental-rerun")
 
 
 def _split_args(args: list[str]) -> tuple[list[str], bool, bool]:
@@ -138,9 +148,11 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     (sweep parameters of an experiment config first, the command line after)."""
     from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
+    # glob(...) lists a group's options through the config loader (of the initialize_config_dir around us)
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     parsed = parser.parse_overrides(overrides)
     if not multirun:
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
@@ -153,33 +165,116 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     return BasicSweeper.split_arguments(parsed, None)[0]
 
 
-def preflight(overrides: list[str], multirun: bool) -> str | None:
-    """Compose and check every job; the first problem as one line, or None when all is well.
+def expand_globs(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``model=glob(s*)`` as the explicit list of the options it matches that fit the rest of the command
+    (``model=se,stochastic,sum`` on digits), and a note for each option left out: a glob asks for "every
+    variant like this", not for the ones with no slot in the task. Other overrides stay as typed."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
 
-    Composition needs only Hydra; the task layer (and torch) is imported only once every job composes, so
-    a typo is reported in about a second.
-    """
+    from .config import register_schemas
+
+    if not any("glob(" in o for o in overrides):
+        return overrides, []
+    from .errors import UserError
+    from .tasks import check
+
+    register_schemas()
+    out, notes = [], []
+    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="train"):
+        parsed = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()).parse_overrides(overrides)
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        for o in parsed:
+            if o.value_type != ValueType.GLOB_CHOICE_SWEEP:
+                out.append(o.input_line)
+                continue
+            key, kept, left = o.get_key_element(), [], []
+            for value in o.sweep_string_iterator():
+                try:
+                    cfg = compose("config", overrides=[*fixed, f"{key}={value}"], return_hydra_config=True)
+                    check(cfg, dict(cfg.hydra.runtime.choices))
+                    kept.append(value)
+                except UserError:
+                    left.append(value)
+                except Exception:  # not composable: kept, so that preflight names the problem
+                    kept.append(value)
+            if left:
+                rest = [f for f in fixed if not f.startswith("hydra.")]
+                notes.append(f"{o.input_line} leaves out {', '.join(left)}: they do not fit "
+                             f"{' '.join(rest) or 'the default configuration'}")
+            out.append(f"{key}={','.join(kept or left)}")  # none fits: preflight says why for the first
+    return out, notes
+
+
+def compose_jobs(overrides: list[str], multirun: bool) -> list[tuple[str, DictConfig]]:
+    """(prefix for messages, composed config with its Hydra node) of every job; a UserError naming the first
+    that does not compose, or that adds a key (``+trainer.foo=1``) the trainer or logger schema lacks."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from .config import register_schemas
+    from .config import check_schema_keys, register_schemas
+    from .errors import UserError
 
     register_schemas()
     with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="train"):
         try:
             jobs = expand_jobs(overrides, multirun)
         except (HydraException, OmegaConfBaseException, ValueError) as e:
-            return _composition_error(e, overrides)
+            raise UserError(_composition_error(e, overrides)) from None
         composed = []
         for job in jobs:
             prefix = f"job {','.join(job)}: " if len(jobs) > 1 else ""
             try:
-                composed.append((prefix, compose("config", overrides=job, return_hydra_config=True)))
+                cfg = compose("config", overrides=job, return_hydra_config=True)
+                check_schema_keys(cfg)
             except (HydraException, OmegaConfBaseException) as e:
-                return prefix + _composition_error(e, job)
+                raise UserError(prefix + _composition_error(e, job)) from None
+            except UserError as e:
+                raise UserError(prefix + str(e)) from None
+            composed.append((prefix, cfg))
+    return composed
+
+
+def print_job_configs(overrides: list[str], multirun: bool, args: list[str]) -> int:
+    """``--cfg job|all`` (and ``-p PACKAGE``) with ``-m``, which Hydra refuses: each job's config in turn."""
+    from omegaconf import OmegaConf
 
     from .errors import UserError
+
+    flag = next(i for i, a in enumerate(args) if a in ("-c", "--cfg"))
+    which = args[flag + 1] if flag + 1 < len(args) else "job"
+    package = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-p", "--package")), None)
+    try:
+        composed = compose_jobs(overrides, multirun)
+    except UserError as e:
+        return fail(str(e))
+    for prefix, cfg in composed:
+        if which != "all" and which != "hydra":
+            cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        elif which == "hydra":
+            cfg = OmegaConf.masked_copy(cfg, ["hydra"])
+        node = OmegaConf.select(cfg, package) if package else cfg
+        print(f"# {prefix.removeprefix('job ').rstrip(': ') or ' '.join(overrides) or 'the default job'}")
+        # a leaf (-p seed) prints as its value, as Hydra's own --cfg -p does
+        print(OmegaConf.to_yaml(node, resolve=False) if OmegaConf.is_config(node) else f"{node}\n", end="")
+    return 0
+
+
+def preflight(overrides: list[str], multirun: bool) -> str | None:
+    """Compose and check every job; the first problem as one line, or None when all is well.
+
+    Composition needs only Hydra; the task layer (and torch) is imported only once every job composes, so
+    a typo is reported in about a second.
+    """
+    from .errors import UserError
+
+    try:
+        composed = compose_jobs(overrides, multirun)
+    except UserError as e:
+        return str(e)
     from .tasks import check, probe_grid
     from .track.run import check_writable
 
@@ -199,6 +294,15 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
     except UserError as e:
         return str(e)
     return None
+
+
+def stopped(e: Exception, run, in_sweep: bool) -> None:
+    """What Ctrl-C (or SIGTERM) leaves: the checkpoint saved, and the exact command that continues."""
+    from .track.console import info
+
+    how = ("rerun the same sweep command (finished jobs are skipped, this one resumes)" if in_sweep else
+           f"`attnbench train resume={run.path}`")
+    info(f"{e}: checkpoint saved to {run.last}; continue with {how}")
 
 
 def _hydra_task(cfg) -> dict | None:
@@ -223,6 +327,8 @@ def _hydra_task(cfg) -> dict | None:
         with launch.job(cfg, hc):
             return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
     except Interrupted as e:
+        if launch.process_rank() == 0:
+            stopped(e, run, in_sweep)
         launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
@@ -262,7 +368,23 @@ def train(args: list[str]) -> int:
             return fail("resume=DIR takes no other overrides and no -m: the run continues with its own "
                         "configuration (to resume a sweep, rerun the sweep command)")
         return resume_run(resume[0].split("=", 1)[1])
+    if informational and not any(a in ("-h", "--help", "--hydra-help", "--version") for a in args):
+        if multirun and any(a in ("-c", "--cfg") for a in args):
+            return print_job_configs(overrides, multirun, args)
+        from .errors import UserError
+
+        try:  # --cfg, --info, -p on a config that does not compose: one line, as a run would get
+            compose_jobs(overrides, multirun)
+        except UserError as e:
+            return fail(str(e))
     if not informational:
+        from .track.console import info
+
+        expanded, notes = expand_globs(overrides)
+        for note in notes:
+            info(f"note: {note}")
+        args = [expanded[overrides.index(a)] if a in overrides else a for a in args]
+        overrides = expanded
         problem = preflight(overrides, multirun)
         if problem:
             return fail(problem)
@@ -334,6 +456,8 @@ def resume_run(path: str) -> int:
             logging.getLogger().setLevel(logging.INFO)
         run_job(cfg, run_dir, choices, overrides, resume=True)
     except Interrupted as e:
+        if launch.process_rank() == 0:
+            stopped(e, RunDirectory(run_dir), in_sweep=False)
         return 128 + e.signum
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -351,22 +475,25 @@ def evaluate_run(args: list[str]) -> int:
 
     from .engine import Trainer
     from .errors import UserError
-    from .job import fingerprint, seed_everything
+    from .job import fingerprint, open_logger, seed_everything
     from .tasks import build_task
-    from .track import Logger, RunDirectory
+    from .track import Logger, RunDirectory, json_ready
     from .track.console import console, format_value
 
     if len(args) != 1 or args[0].startswith("-"):
         return fail("usage: attnbench eval RUN_DIR")
     run_dir = Path(args[0]).expanduser()
     try:
-        cfg, choices, _ = _run_config(run_dir)
+        cfg, choices, overrides = _run_config(run_dir)
         seed_everything(cfg.seed)
         task = build_task(cfg, choices)
-        trainer = Trainer(cfg.trainer, task, RunDirectory(run_dir), Logger(), seed=cfg.seed,
-                          fingerprint=fingerprint(cfg))
+        run = RunDirectory(run_dir)
+        trainer = Trainer(cfg.trainer, task, run, Logger(), seed=cfg.seed, fingerprint=fingerprint(cfg))
         trainer.place()
         metrics = trainer.test()
+        logger = open_logger(cfg, run, task, choices, overrides, job_type="eval")  # after the test: no run if it fails
+        logger.set_summary(json_ready(metrics))
+        logger.finish()
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -51,7 +51,9 @@ class LoggerConfig:
     mode: str = "auto"  # auto (online when logged in, else offline) | online | offline | disabled
     project: str = "attnbench"
     entity: Optional[str] = None
+    group: Optional[str] = None  # null = the configuration without its seed, so seeds aggregate
     tags: list[str] = field(default_factory=list)
+    log_checkpoints: str = "none"  # none | best | last | all: checkpoints uploaded as a model artifact
 
 
 @dataclass
@@ -111,6 +113,33 @@ def register_launcher_schemas() -> None:
     for name, schema in schemas.items():
         store.store(group="hydra/launcher", name=f"base_{name}", node=schema, provider="attnbench")
         store.repo.get("hydra", {}).get("launcher", {}).pop(f"{name}.yaml", None)
+
+
+def check_schema_keys(cfg: Any) -> None:
+    """``+trainer.foo=1`` adds a key Hydra accepts and nothing reads: refuse it, naming the nearest real key."""
+    import difflib
+    from dataclasses import fields
+
+    for group, schema in (("trainer", TrainerConfig), ("logger", LoggerConfig)):
+        known = [f.name for f in fields(schema)]
+        for key in cfg.get(group) or {}:
+            if key not in known:
+                near = difflib.get_close_matches(str(key), known, n=1)
+                raise UserError(f"unknown key '{group}.{key}'" + (f": did you mean {group}.{near[0]}?" if near else "")
+                                + " (`attnbench train --cfg job` prints every key)")
+
+
+def check_logger(cfg: Any) -> None:
+    """logger.mode and logger.log_checkpoints, refused with the nearest accepted value."""
+    import difflib
+
+    for key, accepted in (("mode", ("auto", "online", "offline", "disabled")),
+                          ("log_checkpoints", ("none", "best", "last", "all"))):
+        value = cfg.get(key, accepted[0])
+        if value not in accepted:
+            near = difflib.get_close_matches(str(value), accepted, n=1)
+            raise UserError(f"logger.{key}={value} is not one of {', '.join(accepted)}"
+                            + (f": did you mean logger.{key}={near[0]}?" if near else ""))
 
 
 def check_trainer(cfg: Any) -> None:

@@ -26,8 +26,8 @@ from .attention import Attention, attention_parameters
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint, distributed
 from .tasks import build_task
 from .tasks.build import variant_classes
-from .track import Logger, RunDirectory, create_logger
-from .track.console import console, info, summary_table, warn
+from .track import Logger, RunDirectory, create_logger, explicit_keys, json_ready
+from .track.console import console, info, phase, summary_table, warn
 
 
 def seed_everything(seed: int) -> None:
@@ -48,6 +48,58 @@ def group_name(choices: dict[str, str], overrides: list[str]) -> str:
     parts = {f"{k}={choices[k]}" for k in ("data", "backbone", "model")}
     parts |= {o for o in overrides if not o.startswith(("seed=", "resume=")) and "=" in o}
     return ",".join(sorted(parts))
+
+
+# summary.json's top-level figures that W&B's summary holds too (beside every metric, primary and status)
+WANDB_SUMMARY_KEYS = ("params", "attention_params", "head_params", "flops_per_sample", "train_samples_per_s",
+                      "eval_samples_per_s", "peak_memory_mb", "wall_time_s", "best_epoch", "epochs", "step",
+                      "world_size", "device")
+# the overrides that name neither a setting nor its folder (as hydra.job.config.override_dirname excludes them)
+UNNAMED = ("resume=", "logger.mode=", "trainer.device=", "trainer.devices=")
+
+
+def run_name(choices: dict[str, str], overrides: list[str]) -> str:
+    """The W&B run name: the job's overrides, as a sweep names its job folders; the choices when there are none."""
+    named = sorted(o for o in overrides if "=" in o and not o.startswith(UNNAMED))
+    return ",".join(named) or ",".join(f"{k}={choices[k]}" for k in ("data", "backbone", "model"))
+
+
+def open_logger(cfg: DictConfig, run: RunDirectory, task: Any, choices: dict[str, str], overrides: list[str],
+                in_sweep: bool = False, run_id: str | None = None, job_type: str = "train") -> Logger:
+    """The run's W&B logger (``job_type`` eval: a run of its own beside the training run, in its group).
+    Its config is the resolved one plus the group choices (``backbone.name`` is ``resnet`` for four
+    backbones) and, in a sweep, the sweep's id and folder, so two sweeps of one configuration can be told
+    apart or aggregated."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+    config["attention"] = attention_flags(task.attention)
+    if in_sweep:  # a job folder sits directly in its sweep folder (hydra.sweep.subdir)
+        sweep = run.path.resolve().parent
+        config["sweep"] = {"id": f"{sweep.parent.name}/{sweep.name}", "dir": str(sweep)}
+    name = run_name(choices, overrides)
+    return create_logger(cfg.logger, run_dir=run.path, name=name if job_type == "train" else f"{job_type} {name}",
+                         job_type=job_type,
+                         group=group_name(choices, overrides),
+                         tags=[task.family, f"data={choices['data']}", f"backbone={choices['backbone']}",
+                               f"model={choices['model']}"],
+                         config=config, explicit=explicit_keys(overrides),
+                         primary=(f"val/{task.primary}", task.higher_is_better), run_id=run_id)
+
+
+def _close_logger(logger: Logger, log_checkpoints: str, run: RunDirectory, summary: dict[str, Any]) -> None:
+    """W&B's summary gets exactly summary.json's final figures (best-epoch val/*, test/*, the costs), then
+    the checkpoints asked for by logger.log_checkpoints, if the run completed."""
+    final = json_ready({**summary["metrics"], "primary": summary["primary"], "status": summary["status"],
+                         **{k: summary[k] for k in WANDB_SUMMARY_KEYS if k in summary}})
+    if "attention" in summary:
+        final["attention"] = attention_flags(summary["attention"])
+    logger.set_summary(final)
+    if summary["status"] == "completed" and log_checkpoints != "none":
+        wanted = ("best", "last") if log_checkpoints == "all" else (log_checkpoints,)
+        paths = {name: getattr(run, name) for name in wanted if getattr(run, name).exists()}
+        if paths:
+            logger.log_checkpoints(paths)
+    logger.finish(exit_code=0 if summary["status"] == "completed" else 1)
 
 
 def _previous_run(run: RunDirectory) -> str:
@@ -93,18 +145,15 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
     logger = trainer = task = None
     try:
         seed_everything(cfg.seed)
-        task = build_task(cfg, choices)
+        with phase(f"preparing data={choices['data']}, backbone={choices['backbone']}, model={choices['model']}"):
+            task = build_task(cfg, choices)
         summary["attention"] = task.attention
         announce_attention(task.attention)
         checkpoint = run.load_checkpoint(run.last) if resume else None
         if checkpoint is not None:
             check_fingerprint(checkpoint, fingerprint(cfg), run.last)
-        logger = create_logger(cfg.logger, run_dir=run.path, name=run.path.name, group=group_name(choices, overrides),
-                               tags=[task.family, f"data={choices['data']}", f"backbone={choices['backbone']}",
-                                     f"model={choices['model']}"],
-                               config={**OmegaConf.to_container(cfg, resolve=True),
-                                       "attention": attention_flags(task.attention)},
-                               run_id=checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
+        logger = open_logger(cfg, run, task, choices, overrides, in_sweep,
+                             checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
         trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
         trainer.setup(checkpoint)
         if world.main:
@@ -112,10 +161,13 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         if checkpoint is not None:
             info(f"resuming {run_dir} at epoch {trainer.state.epoch}, step {trainer.state.step}")
         trainer.fit()
-        trainer.test()
+        with phase("testing the best checkpoint"):
+            trainer.test()
         if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
-            figures = task.figures(task.model, run.figures)
-            summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
+            with phase("drawing attention figures"):
+                figures = task.figures(task.model, run.figures)
+            with phase("measuring inference cost (FLOPs, samples/s)"):
+                summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
             logger.log_images(figures, step=trainer.state.step)
         notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null in this run
         if not all(issubclass(cls, Attention) for cls in variant_classes(cfg.model)):
@@ -140,9 +192,7 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         if world.main:
             run.write_summary(summary)
         if logger is not None:
-            flags = {"attention": attention_flags(summary["attention"])} if "attention" in summary else {}
-            logger.set_summary({**summary["metrics"], "status": summary["status"], **flags})
-            logger.finish(exit_code=0 if summary["status"] == "completed" else 1)
+            _close_logger(logger, cfg.logger.get("log_checkpoints", "none"), run, summary)
     console.print(summary_table(summary))
     info(f"run directory: {run_dir}")
     info(f"{summary['primary']['name']} = {summary['primary']['value']:.4f}")

@@ -21,12 +21,16 @@ OFFLINE_ENV = {
 os.environ.update(OFFLINE_ENV)
 os.environ.pop("HYDRA_FULL_ERROR", None)
 os.environ.pop("WANDB_API_KEY", None)
+# pytest-xdist's workers set COLUMNS=80 and LINES=24, which the CLIs the tests run would read as the width of
+# the reader (compare's table); a test that wants a width passes COLUMNS itself
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("HF_HOME", str(cache / "hf"))
-    monkeypatch.setenv("WANDB_DIR", str(cache / "wandb"))
+    monkeypatch.delenv("WANDB_DIR", raising=False)  # attnbench respects it: runs would leave their run directory
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(cache / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(cache / "wandb-cache"))
     monkeypatch.setenv("HOME", str(cache / "home"))  # no netrc, so W&B is never "logged in"

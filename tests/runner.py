@@ -42,3 +42,65 @@ def assert_complete_summary(run_dir: Path) -> dict:
     assert all("/" in name for name in s["metrics"])
     assert set(s["versions"]) >= {"torch", "attnbench"}
     return s
+
+
+def wandb_records(run_dir: Path) -> list:
+    """The records of a run's one offline ``.wandb`` file (or of the ``.wandb`` file given), parsed with
+    W&B's own protobuf messages.
+
+    The file is a LevelDB-style log (W&B's writer): a 7-byte header (``:W&B``, magic, version), then 32 KiB
+    blocks of chunks, each a 7-byte header (CRC, little-endian length, kind: 1 full, 2 first, 3 middle, 4 last).
+    """
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    [path] = [run_dir] if run_dir.suffix == ".wandb" else run_dir.glob("wandb/offline-run-*/*.wandb")
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", data[:7]
+    pos, chunk, records = 7, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:  # a block's zero padding
+            pos += left
+            continue
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            records.append(record)
+            chunk = b""
+    return records
+
+
+def wandb_summary(run_dir: Path) -> dict:
+    """The run's final W&B summary: every summary update of the file applied in order."""
+    out: dict = {}
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                out["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
+            for item in record.summary.remove:
+                out.pop("/".join(item.nested_key) or item.key, None)
+    return out
+
+
+def wandb_run(run_dir: Path):
+    """The run record (name, project, group, job type, tags, config) of a run's offline W&B file."""
+    return next(r.run for r in wandb_records(run_dir) if r.WhichOneof("record_type") == "run")
+
+
+COST_KEYS = ("params", "attention_params", "flops_per_sample", "train_samples_per_s", "eval_samples_per_s",
+             "peak_memory_mb", "wall_time_s", "best_epoch")
+
+
+def assert_wandb_agrees(run_dir: Path) -> dict:
+    """W&B's final summary holds summary.json's metrics, primary and cost figures, key by key."""
+    s, w = summary(run_dir), wandb_summary(run_dir)
+    for key in [*s["metrics"], *COST_KEYS]:
+        expected = s["metrics"][key] if key in s["metrics"] else s[key]
+        assert w.get(key) == expected, (run_dir, key, w.get(key), expected)
+    assert w["primary"] == s["primary"] and w["status"] == s["status"]
+    return w

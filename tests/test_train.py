@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from runner import assert_complete_summary, attnbench, run_dirs, summary
+from runner import assert_complete_summary, assert_wandb_agrees, attnbench, run_dirs, summary, wandb_run
 
 
 def test_default_run_learns_digits(tmp_path: Path) -> None:
@@ -33,20 +33,37 @@ def test_default_run_learns_digits(tmp_path: Path) -> None:
     assert f"{s['metrics']['test/acc']:.4g}" in evaluated
 
 
-def test_multirun_grid_writes_six_runs_with_offline_wandb(tmp_path: Path) -> None:
-    attnbench("train", "-m", "model=none,se,cbam", "seed=0,1", "data=digits", "trainer.epochs=1", cwd=tmp_path,
-              check=True)
-    runs = run_dirs(tmp_path / "outputs" / "multirun")
-    assert len(runs) == 6
-    seen = set()
+def test_multirun_grid_writes_a_run_per_job_with_an_offline_wandb_run_that_agrees(tmp_path: Path) -> None:
+    result = attnbench("train", "-m", "model=none,se", "seed=0,1", "data=digits", "trainer.epochs=1", cwd=tmp_path,
+                       check=True)
+    sweep = next((tmp_path / "outputs" / "multirun").glob("*/*"))
+    runs = run_dirs(sweep)
+    assert len(runs) == 4
+    seen, sweep_ids = set(), set()
     for run in runs:
         s = assert_complete_summary(run)
         seen.add((s["model"], s["seed"]))
-        offline = list((run / "wandb").glob("offline-run-*"))
-        assert len(offline) == 1 and any(offline[0].glob("*.wandb")), run
-    assert seen == {(m, seed) for m in ("none", "se", "cbam") for seed in (0, 1)}
+        assert_wandb_agrees(run)
+        record = wandb_run(run)
+        config = {item.key: json.loads(item.value_json) for item in record.config.update}
+        sweep_ids.add(config["sweep"]["id"])
+        # named as its folder; grouped without the seed, so the seeds of a variant aggregate
+        unseeded = {part for part in run.name.split(",") if not part.startswith("seed=")} | {"backbone=smallcnn"}
+        assert record.display_name == run.name and record.run_group == ",".join(sorted(unseeded))
+    assert seen == {(m, seed) for m in ("none", "se") for seed in (0, 1)}
+    assert sweep_ids == {f"{sweep.parent.name}/{sweep.name}"}
     # one folder per job, named from its overrides, so a rerun of the same command finds it
-    assert sorted(r.name for r in runs)[0] == "data=digits,model=cbam,seed=0,trainer.epochs=1"
+    assert sorted(r.name for r in runs)[0] == "data=digits,model=none,seed=0,trainer.epochs=1"
+    # the sweep's summary run: job_type compare, the same sweep id, each table row with its jobs' run ids
+    assert list(sweep.glob("wandb/offline-run-*/*.wandb")), result.stdout[-3000:]
+    compare = wandb_run(sweep)
+    assert compare.job_type == "compare"
+    assert json.loads(next(i.value_json for i in compare.config.update if i.key == "sweep"))["id"] in sweep_ids
+    [table] = sweep.glob("wandb/offline-run-*/files/media/table/compare/digits_*.table.json")
+    table = json.loads(table.read_text())
+    ids = {summary(run)["wandb_id"] for run in runs}
+    cells = table["data"][0][table["columns"].index("runs")].split(",")
+    assert len(cells) == 2 and set(cells) <= ids
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -70,8 +87,11 @@ def test_sigterm_saves_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path)
         assert process.poll() is None
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=60)
+    out, _ = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM
+    where = (tmp_path / "stopped").resolve()
+    assert (f"stopped by SIGTERM: checkpoint saved to {where / 'checkpoints' / 'last.pt'}; continue with "
+            f"`attnbench train resume={where}`") in out
     stopped = summary(tmp_path / "stopped")
     assert stopped["status"] == "interrupted" and stopped["epochs"] < 5
 

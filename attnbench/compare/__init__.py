@@ -76,6 +76,7 @@ def parse_args(args: list[str]) -> dict[str, Any]:
 
 def run_compare(args: list[str]) -> int:
     """``attnbench compare``: the exit status is 0 when a table was produced, 2 when nothing could be compared."""
+    import os
     import sys
 
     def warn(message: str) -> None:  # stderr, so the csv and json on stdout stay machine-readable
@@ -111,7 +112,8 @@ def run_compare(args: list[str]) -> int:
             from rich.console import Console
 
             console = Console(highlight=False)
-            width = console.width if console.is_terminal else None  # a pipe or a file: no squeezed columns
+            # a pipe or a file: no squeezed columns, unless COLUMNS says how wide the reader is
+            width = console.width if console.is_terminal or "COLUMNS" in os.environ else None
             sys.stdout.write(render(report, "table", color=console.is_terminal, width=width))
         else:
             sys.stdout.write(render(report, options["format"]))
@@ -131,19 +133,22 @@ def wandb_rows(c: Comparison) -> tuple[list[str], list[list[Any]]]:
     """A data set's comparison as W&B Table columns and rows: raw numbers, so W&B can sort and chart them."""
     names = [n for n in c.metric_names if n != c.primary]
     columns = ["rank", *c.keys, "chosen", "n", f"{c.primary} mean", f"{c.primary} std", "ci95 low", "ci95 high",
-               "vs", "Δ", "test", "p", "p (BH)", "P(>)", *[f"{n} mean" for n in names], *COST]
+               "vs", "Δ", "test", "p", "p (BH)", "P(>)", *[f"{n} mean" for n in names], *COST, "runs"]
     rows = [[rank, *[row.values[k] for k in c.keys], row.chosen.label if row.chosen else "", row.n, row.mean,
              row.std, row.ci95[0] if row.ci95 else None, row.ci95[1] if row.ci95 else None, row.reference_label,
              row.delta, row.test, row.p_value, row.p_adjusted, row.p_improvement,
-             *[row.metrics.get(n, (None,))[0] for n in names], *[row.cost.get(k) for k in COST]]
+             *[row.metrics.get(n, (None,))[0] for n in names], *[row.cost.get(k) for k in COST],
+             ",".join(r.summary.get("wandb_id") or "-" for r in row.runs)]
             for rank, row in enumerate(c.rows, 1)]
     return columns, rows
 
 
-def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Path | None) -> None:
-    """A summary run of the sweep, holding one Table per data set and the plot. Its group is what every job of
-    the sweep shares (the jobs' own groups differ by variant, so that W&B aggregates their seeds)."""
-    from ..track import create_logger
+def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Path | None,
+                 overrides: list[str] = ()) -> None:
+    """A summary run of the sweep (job_type compare), holding one Table per data set, each row with the W&B
+    run ids of its jobs, and the plot. Its group is what every job of the sweep shares (the jobs' own groups
+    differ by variant, so that W&B aggregates their seeds); its config holds the sweep id the jobs carry."""
+    from ..track import create_logger, explicit_keys
 
     runs = [row_run for c in report.comparisons for row in c.rows for row_run in row.runs]
     shared = set.intersection(*[
@@ -151,9 +156,12 @@ def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Pa
         | {o for o in r.summary.get("overrides", []) if "=" in o and not o.startswith(("seed=", "resume="))}
         for r in runs])
     name = f"compare {sweep_dir.parent.name}/{sweep_dir.name}"
+    where = sweep_dir.resolve()  # the jobs' config names their sweep the same way (job.py)
     logger = create_logger(logger_cfg, run_dir=sweep_dir, name=name, group=",".join(sorted(shared)) or "sweep",
                            tags=["compare", *sorted({f"data={c.data}" for c in report.comparisons})],
-                           config={"sweep_dir": str(sweep_dir), "baseline": [c.baseline for c in report.comparisons],
+                           job_type="compare", explicit=explicit_keys(overrides),
+                           config={"sweep": {"id": f"{where.parent.name}/{where.name}", "dir": str(where)},
+                                   "baseline": [c.baseline for c in report.comparisons],
                                    "keys": sorted({k for c in report.comparisons for k in c.keys})})
     try:
         if plot_path is not None:  # first: the tables are logged at the next steps, and W&B drops earlier ones
@@ -166,7 +174,7 @@ def log_to_wandb(report: Report, logger_cfg: Any, sweep_dir: Path, plot_path: Pa
         logger.finish()
 
 
-def sweep_report(sweep_dir: Path, logger_cfg: Any = None) -> None:
+def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] = ()) -> None:
     """What a multirun prints when it ends: the comparison table, also written as compare.md and compare.png
     in the sweep directory, and logged to W&B when the sweep's logger is W&B."""
     import sys
@@ -193,8 +201,5 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None) -> None:
     plot_path = plot(report, sweep_dir / "compare.png")
     console.print(f"comparison written to {sweep_dir / 'compare.md'} and {plot_path} "
                   f"(`attnbench compare {sweep_dir}` prints it again, --help for formats)", soft_wrap=True)
-    if logger_cfg is not None and logger_cfg.get("name") == "wandb":
-        from ..track.wandb_logger import resolve_mode
-
-        if resolve_mode(logger_cfg.get("mode", "auto")) != "disabled":
-            log_to_wandb(report, logger_cfg, sweep_dir, plot_path)
+    if logger_cfg is not None:
+        log_to_wandb(report, logger_cfg, sweep_dir, plot_path, overrides)  # a Logger that does nothing when off

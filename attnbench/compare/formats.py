@@ -135,6 +135,44 @@ def incomplete_rows(c: Comparison) -> list[list[str]]:
     return rows
 
 
+# What the terminal table leaves out, in this order, when it is wider than the terminal: time and memory,
+# then throughput and FLOPs, then the interval, the p-value and the parameter counts. The rank, the settings,
+# n, the primary metric and Δ always stay; the markdown, csv and json formats keep every column.
+DROP_ORDER = ("wall s", "peak MB", "train samples/s", "FLOPs/sample", "head params", "params", "test", "p", "vs",
+              "attn params", "chosen", "P(>)", "95% CI", "p (BH)")
+
+
+def fit_columns(console: Any, headers: list[str], rows: list[list[str]], droppable: list[str]) -> list[int]:
+    """The indices of the columns to show so that the table fits ``console.width`` at its natural column
+    widths (nothing squeezed, so no number is cut to ``0.…``): the ``droppable`` headers are left out in
+    their order until it fits; if it never does, only the others stay and rich folds them."""
+    from rich import box
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    def width(kept: list[int]) -> int:
+        table = Table(box=box.SIMPLE_HEAD)
+        for i in kept:
+            table.add_column(headers[i], no_wrap=True)
+        for row in rows:
+            table.add_row(*[row[i] for i in kept])
+        return Measurement.get(console, console.options.update_width(10**6), table).maximum  # unclamped
+
+    kept = list(range(len(headers)))
+    for name in droppable:
+        if width(kept) <= console.width:
+            break
+        kept = [i for i in kept if headers[i] != name]
+    return kept
+
+
+def _left_out(headers: list[str], kept: list[int], width: int) -> str:
+    """The note under a table that lost columns to the terminal's width."""
+    gone = [h for i, h in enumerate(headers) if i not in kept]
+    return (f"[dim]{width} columns: left out {', '.join(gone)} (a wider terminal or --format markdown shows "
+            f"them)[/dim]") if gone else ""
+
+
 def render_table(report: Report, width: int | None = None, color: bool = True) -> str:
     """The rich tables, as text (ANSI colours when ``color``); without ``width`` (a pipe, a file) no column is
     squeezed: lines are as long as the table needs."""
@@ -149,27 +187,32 @@ def render_table(report: Report, width: int | None = None, color: bool = True) -
         console.print(f"[bold]note:[/bold] {note}")
     for c in report.comparisons:
         console.print(f"[bold]{title(c)}[/bold]")
-        table = Table(caption=status_line(c), box=box.SIMPLE_HEAD, caption_justify="left")
-        table.add_column("#", justify="right")
-        for key in c.keys:
-            table.add_column(key, style="bold")
-        for name in main_columns(c):
-            table.add_column(f"{c.primary} {name}" if name == "mean ± std" else name, justify="right",
-                             style="bold" if name == "mean ± std" else None)
-        for rank, row in enumerate(c.rows, 1):
-            table.add_row(str(rank), *[row.values[k] for k in c.keys], *main_cells(c, row))
+        headers = ["#", *c.keys, *[f"{c.primary} {n}" if n == "mean ± std" else n for n in main_columns(c)]]
+        cells = [[str(rank), *[row.values[k] for k in c.keys], *main_cells(c, row)]
+                 for rank, row in enumerate(c.rows, 1)]
+        kept = fit_columns(console, headers, cells, list(DROP_ORDER))
+        table = Table(caption=" · ".join(filter(None, [status_line(c), _left_out(headers, kept, console.width)])),
+                      box=box.SIMPLE_HEAD, caption_justify="left")
+        for i in kept:
+            table.add_column(headers[i], justify="left" if 0 < i <= len(c.keys) else "right", overflow="fold",
+                             style="bold" if 0 < i <= len(c.keys) or "mean ± std" in headers[i] else None)
+        for row in cells:
+            table.add_row(*[row[i] for i in kept])
         console.print(table)
         console.print(method_line(c))
         names = [n for n in c.metric_names if n != c.primary]
         if names:
             console.print(f"[bold]data={c.data} · other final metrics (mean ± std over seeds)[/bold]")
-            metrics = Table(box=box.SIMPLE_HEAD)
-            for key in c.keys:
-                metrics.add_column(key, style="bold")
-            for name in names:
-                metrics.add_column(name, justify="right")
-            for row in c.rows:
-                metrics.add_row(*[row.values[k] for k in c.keys], *[metric_cell(row, n) for n in names])
+            headers = [*c.keys, *names]
+            cells = [[*[row.values[k] for k in c.keys], *[metric_cell(row, n) for n in names]] for row in c.rows]
+            kept = fit_columns(console, headers, cells, names[::-1])  # the last metrics go first
+            metrics = Table(box=box.SIMPLE_HEAD, caption=_left_out(headers, kept, console.width) or None,
+                            caption_justify="left")
+            for i in kept:
+                metrics.add_column(headers[i], justify="left" if i < len(c.keys) else "right", overflow="fold",
+                                   style="bold" if i < len(c.keys) else None)
+            for row in cells:
+                metrics.add_row(*[row[i] for i in kept])
             console.print(metrics)
         if c.not_completed:
             console.print(f"[bold yellow]data={c.data} · not completed (not averaged in)[/bold yellow]")

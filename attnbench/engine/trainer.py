@@ -34,6 +34,8 @@ from . import distributed
 from .optim import build_optimizer, build_schedule
 from .protocol import Task
 
+REFRESH_S = 1.0  # longest wait between progress-bar updates, whatever trainer.log_every is
+
 
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived; a checkpoint was saved. ``signum`` says which."""
@@ -155,6 +157,7 @@ class Trainer:
         self.metrics: dict[str, float] = {}  # the latest evaluation of each split, keyed "split/name"
         self.train_time = 0.0  # seconds of training steps after warm-up, over all segments of the run
         self.train_samples = 0
+        self._flushed = time.perf_counter()  # when the losses were last read (the progress bar's last move)
         self._warm = False  # this process has run its warm-up steps (compilation, allocator, cudnn search)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -279,7 +282,9 @@ class Trainer:
             for epoch in range(self.state.epoch, cfg.epochs):
                 train_metrics = self._train_epoch(epoch, stop, bar)
                 distributed.broadcast_buffers(self.task.model)
+                bar.doing("validating")
                 val = self.evaluate("val")
+                bar.doing("")
                 self.state.epoch, self.state.batch = epoch + 1, 0
                 self._record(epoch, train_metrics, val)
                 self.save_last()
@@ -312,7 +317,10 @@ class Trainer:
                     started, samples, self._warm = time.perf_counter(), 0, True
             else:
                 samples += size
-            at_sync = len(window) >= self.cfg.log_every
+            # the bar also moves every REFRESH_S on a slow model; under DDP the ranks must sync at the same
+            # steps, which only a step count guarantees
+            at_sync = self.state.step % self.cfg.log_every == 0 or (
+                not self.world.distributed and time.perf_counter() - self._flushed >= REFRESH_S)
             if at_sync:
                 self._flush(window, epoch, bar, samples / max(time.perf_counter() - started, 1e-9))
             signum = self._stop_requested(stop, at_sync)
@@ -382,8 +390,12 @@ class Trainer:
             first = int((~finite).nonzero()[0])
             step = self.state.step - len(window) + first + 1
             raise NonFiniteLoss(float(losses[first]), step, self.nan_hint())
-        bar.update(self.state.step, epoch, float(losses[-1]), self.schedule.get_last_lr()[0], samples_per_s)
+        lr = self.schedule.get_last_lr()[0]
+        bar.update(self.state.step, epoch, float(losses[-1]), lr, samples_per_s)
+        if self.state.step % self.cfg.log_every == 0:  # per-step curves at the user's interval, not the bar's
+            self.logger.log({"step/loss": float(losses.mean()), "step/lr": lr}, step=self.state.step)
         window.clear()
+        self._flushed = time.perf_counter()
 
     def nan_hint(self) -> str:
         hint = f"lower trainer.lr (now {self.cfg.lr:g})"

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..attention import VARIANTS, survey
-from ..config import check_trainer
+from ..config import check_logger, check_trainer
 from ..data import LOADERS
 from ..errors import UserError
 from .build import (
@@ -59,6 +59,7 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     name those, while ``name`` inside each group is the loader, backbone or variant it runs.
     """
     check_trainer(cfg.trainer)
+    check_logger(cfg.logger)
     cls = task_class(cfg, choices)
     loader = LOADERS.get(cfg.data.name)
     if loader is None:

@@ -58,6 +58,7 @@ class CaptionTask:
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
         loader = LOADERS[cfg.data.name]
         loader_kwargs, task_kwargs = data_kwargs(cfg.data, loader, self.data_keys, f"data={choices['data']}")
+        self.model_name = choices["model"]  # figure titles
         self.max_length = int(task_kwargs.get("max_length", 20))
         self.beam = int(task_kwargs.get("beam", 1))
         min_count = int(task_kwargs.get("min_count", 1))
@@ -246,6 +247,7 @@ class CaptionTask:
         for i in range(len(index)):
             words = self.vocab.decode(tokens[i].tolist())
             path = caption_attention_figure(shown[i], words, weights[i, :len(words)].float().cpu(), grid,
+                                            f"model={self.model_name} · decoder attention per word",
                                             out_dir / f"caption_{i}.png", self.data.test.captions[i])
             paths[f"caption_{i}"] = path
         return paths

@@ -44,6 +44,7 @@ class ClassifyTask:
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
         loader = LOADERS[cfg.data.name]
         loader_kwargs, task_kwargs = data_kwargs(cfg.data, loader, self.data_keys, f"data={choices['data']}")
+        self.model_name, self.data_name = choices["model"], choices["data"]  # figure titles
         label = f"backbone={choices['backbone']}"
         settings = plain(cfg.backbone)
         offered = backbone_slots(backbone_class(settings.pop("name"), label), settings)
@@ -130,15 +131,18 @@ class ClassifyTask:
         x = x[:8]
         model.eval()
         with torch.no_grad(), capture_weights(model) as modules:
-            model(x)
-            spatial = [m.weights for m in modules.values() if m.weights is not None and m.weights_over == "positions"]
+            predictions = model(x).argmax(-1)
+            spatial = [(name, m.weights) for name, m in modules.items()
+                       if m.weights is not None and m.weights_over == "positions"]
         if not spatial:
             return {}
-        weights = spatial[-1].float()
+        layer, weights = spatial[-1]
+        weights = weights.float()
         weights = weights.reshape(len(weights), -1, weights.shape[-1]).mean(1)  # several maps an image: their mean
         images = (x * self.std.to(x.device).view(1, -1, 1, 1) + self.mean.to(x.device).view(1, -1, 1, 1))
-        path = attention_grid_figure(images.clamp(0, 1).cpu(), weights.cpu(), y[:8].tolist(),
-                                     self.data.classes, out_dir / "attention.png")
+        title = f"model={self.model_name} · spatial attention of {layer} (last block) · data={self.data_name}"
+        path = attention_grid_figure(images.clamp(0, 1).cpu(), weights.cpu(), y[:8].tolist(), predictions.tolist(),
+                                     self.data.classes, title, out_dir / "attention.png")
         return {"attention": path}
 
     def save_artifacts(self, run_dir: Path) -> None:

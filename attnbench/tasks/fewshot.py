@@ -134,6 +134,7 @@ class FewShotTask:
 
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
         data_label = f"data={choices['data']}"
+        self.model_name = choices["model"]  # figure titles
         loader = LOADERS[cfg.data.name]
         loader_kwargs, task_kwargs = data_kwargs(cfg.data, loader, self.data_keys, data_label)
         self.ways = task_kwargs.get("ways", 5)
@@ -285,12 +286,15 @@ class FewShotTask:
             shape = (query.shape[0], self.ways, h, w)  # (queries, ways, h, w): pairs are query-major
             path = pair_attention_figure(support, query, weights[0].float().cpu().view(shape),
                                          weights[1].float().cpu().view(shape), labels[0].tolist(), way_names,
-                                         out_dir / "pair_attention.png")
+                                         f"model={self.model_name} · pair attention of one episode "
+                                         f"(green: the query's class)", out_dir / "pair_attention.png")
             return {"pair_attention": path}
         if spatial:
             # the backbone saw the support images first, way by way: the first shot of each way
             maps = spatial[-1][torch.arange(self.ways) * self.shots].float().cpu()
-            path = attention_grid_figure(support, maps, list(range(self.ways)), way_names, out_dir / "attention.png")
+            title = f"model={self.model_name} · spatial attention of the last block over the support images"
+            path = attention_grid_figure(support, maps, list(range(self.ways)), None, way_names, title,
+                                         out_dir / "attention.png")
             return {"attention": path}
         return {}
 

@@ -8,10 +8,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+CMAP = "viridis"  # perceptually uniform: equal steps of weight look like equal steps of colour
 
-def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], classes: list[str],
-                          path: Path) -> Path:
-    """Each image above its attention over positions (a square grid of the last block), upsampled."""
+
+def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], predictions: list[int] | None,
+                          classes: list[str], title: str, path: Path) -> Path:
+    """Each image above its attention over positions (a square grid of one block), upsampled and laid over
+    the image, on one colour scale for the whole figure (its colour bar beside), with truth and prediction
+    (a wrong one in red; ``None`` for images that are not predicted, such as few-shot support images)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,25 +24,36 @@ def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], cl
     n = len(images)
     side = math.isqrt(weights.shape[-1])
     maps = weights.reshape(n, 1, side, side) if side * side == weights.shape[-1] else None
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.9, 3.9), squeeze=False)
+    heats = torch.nn.functional.interpolate(maps, size=images.shape[-2:], mode="bilinear")[:, 0] \
+        if maps is not None else None
+    top = float(heats.max()) if heats is not None else 1.0
+    shown = None
     for i in range(n):
         img = images[i].permute(1, 2, 0).squeeze(-1).numpy()
         for row in (0, 1):
             axes[row, i].imshow(img, cmap="gray" if img.ndim == 2 else None)
             axes[row, i].axis("off")
-        axes[0, i].set_title(classes[labels[i]], fontsize=8)
-        if maps is not None:
-            heat = torch.nn.functional.interpolate(maps[i:i + 1], size=images.shape[-2:], mode="bilinear")[0, 0]
-            axes[1, i].imshow(heat.numpy(), cmap="jet", alpha=0.5)
-    fig.tight_layout()
+        if predictions is None:
+            axes[0, i].set_title(classes[labels[i]], fontsize=7)
+        else:
+            axes[0, i].set_title(f"true {classes[labels[i]]}\npred {classes[predictions[i]]}", fontsize=7,
+                                 color="black" if predictions[i] == labels[i] else "firebrick")
+        if heats is not None:
+            shown = axes[1, i].imshow(heats[i].numpy(), cmap=CMAP, alpha=0.6, vmin=0.0, vmax=top)
+    if shown is not None:
+        fig.colorbar(shown, ax=axes[1, :].tolist(), fraction=0.03, pad=0.02, label="attention weight")
+    fig.suptitle(title, fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 # a review for the token pictures: its tokens, the weight each receives, which are evidence, a caption
 ShadedReview = tuple[list[str], list[float], list[bool], str]
+LEGEND = ("shade: share of attention each token receives (darkest = the most attended token of the review); "
+          "underlined: tokens that carry the label")
 SHADE = (214, 39, 40)  # the colour of attention, at full strength on the most-attended token of each review
 
 
@@ -56,8 +71,7 @@ def token_weights_html(reviews: list[ShadedReview], title: str, path: Path) -> P
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>",
              "<body style='font-family: sans-serif; max-width: 60em'>",
              f"<h3>{html.escape(title)}</h3>",
-             "<p style='color:#555'>shade: share of attention each token receives (darkest = the most attended "
-             "token of the review); underlined: tokens that carry the label</p>"]
+             f"<p style='color:#555'>{html.escape(LEGEND)}</p>"]
     for tokens, weights, marks, caption in reviews:
         spans = []
         for token, weight, shade, mark in zip(tokens, weights, _shades(weights), marks):
@@ -94,14 +108,15 @@ def token_weights_png(reviews: list[ShadedReview], title: str, path: Path, colum
     font = 8
     char = 0.6 * font / 72  # inches per monospaced character
     line = 1.5 * font / 72
-    fig = plt.figure(figsize=(columns * char + 0.4, (len(lines) + 2) * line + 0.3))
+    fig = plt.figure(figsize=(columns * char + 0.4, (len(lines) + 3) * line + 0.3))
     ax = fig.add_axes((0.02, 0.0, 0.96, 1.0))
     ax.set_xlim(0, columns)
-    ax.set_ylim(len(lines) + 2, 0)
+    ax.set_ylim(len(lines) + 3, 0)
     ax.axis("off")
     ax.text(0, 1, title, fontsize=font + 1, fontweight="bold", va="center")
+    ax.text(0, 2, LEGEND, fontsize=font - 2, color="#555555", va="center")  # the HTML's legend, in the PNG too
     color = [c / 255 for c in SHADE]
-    for y, (caption, row) in enumerate(lines, start=2):
+    for y, (caption, row) in enumerate(lines, start=3):
         if caption:
             ax.text(0, y + 0.5, caption, fontsize=font, fontweight="bold", va="center")
         for x, token, shade, mark in row:
@@ -120,8 +135,8 @@ def token_weights_figures(reviews: list[ShadedReview], title: str, out_dir: Path
             "attention_html": token_weights_html(reviews, title, out_dir / "attention.html")}
 
 
-def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, grid: tuple[int, int], path: Path,
-                             references: list[str] | None = None, per_row: int = 6) -> Path:
+def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, grid: tuple[int, int], heading: str,
+                             path: Path, references: list[str] | None = None, per_row: int = 6) -> Path:
     """The classic Show-Attend-Tell picture: the image, then one panel per generated word with that word's
     attention over the region grid upsampled and overlaid. ``image`` (C, H, W) in [0, 1], ``weights`` (T, H·W)."""
     import matplotlib
@@ -139,28 +154,30 @@ def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, g
         ax.axis("off")
     axes[0, 0].imshow(picture, cmap="gray" if picture.ndim == 2 else None)
     axes[0, 0].set_title("input", fontsize=9)
+    heats = torch.nn.functional.interpolate(weights.float().reshape(-1, 1, *grid), size=size, mode="bilinear",
+                                            align_corners=False)[:, 0]
+    top, shown = float(heats.max()) if len(words) else 1.0, None  # one scale for every word's panel
     for i, word in enumerate(words):
         ax = axes.flat[i + 1]
-        heat = weights[i].float().reshape(1, 1, *grid)
-        heat = torch.nn.functional.interpolate(heat / heat.max().clamp_min(1e-12), size=size, mode="bilinear",
-                                               align_corners=False)[0, 0]
         ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
-        ax.imshow(heat.numpy(), cmap="gray", alpha=0.6, vmin=0, vmax=1)
+        shown = ax.imshow(heats[i].numpy(), cmap=CMAP, alpha=0.6, vmin=0, vmax=top)
         ax.set_title(word, fontsize=10)
     caption = " ".join(words)
-    title = f"generated: {caption}"
+    title = f"{heading}\ngenerated: {caption}"
     if references:
         title += f"\nreference: {references[0]}"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    if shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="attention weight")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, query_maps: Tensor,
-                          labels: list[int], classes: list[str], path: Path) -> Path:
+                          labels: list[int], classes: list[str], title: str, path: Path) -> Path:
     """Pair attention in one episode: a row per query, two columns per class (that class's support image,
     then the query), each with the attention it gets in that (query, class) pair; the query's own class is
     framed in green. ``support`` (N, C, H, W), ``query`` (R, C, H, W), maps (R, N, h, w)."""
@@ -173,6 +190,8 @@ def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, 
     size = query.shape[-2:]
     up = torch.nn.functional.interpolate
     fig, axes = plt.subplots(rows, 2 * ways, figsize=(1.3 * 2 * ways, 1.45 * rows + 0.4), squeeze=False)
+    top = float(max(support_maps.max(), query_maps.max()))  # one colour scale for the whole episode
+    shown = None
     for r in range(rows):
         for k in range(ways):
             for side, (image, maps) in enumerate(((support[k], support_maps), (query[r], query_maps))):
@@ -180,7 +199,7 @@ def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, 
                 picture = image.permute(1, 2, 0).squeeze(-1).numpy()
                 ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
                 heat = up(maps[r, k][None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-                ax.imshow(heat.numpy(), cmap="jet", alpha=0.45)
+                shown = ax.imshow(heat.numpy(), cmap=CMAP, alpha=0.55, vmin=0.0, vmax=top)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if k == labels[r]:
@@ -190,8 +209,11 @@ def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, 
             if r == 0:
                 axes[r, 2 * k].set_title(f"{classes[k][:26]}\nsupport | query", fontsize=6, loc="left")
         axes[r, 0].set_ylabel(f"query {r}", fontsize=7)
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
+    if shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="attention weight")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path

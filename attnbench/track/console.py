@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console(stderr=False, highlight=False)
@@ -36,19 +38,32 @@ def error(message: str) -> None:
     log.error(message)
 
 
+@contextmanager
+def phase(message: str) -> Iterator[None]:
+    """A step of a run that prints nothing of its own (testing, timing, figures): a line saying what it does
+    and, on a terminal, a spinner while it lasts, so the run never looks stuck."""
+    info(f"{message}…")
+    if not console.is_terminal or console.quiet:
+        yield
+        return
+    with console.status(message):
+        yield
+
+
 class TrainingProgress:
-    """Epoch, step, loss, lr, samples/s and ETA; redrawn live on a terminal, silent otherwise."""
+    """Epoch, step, loss, lr, samples/s and ETA; redrawn live on a terminal, silent otherwise. The trainer
+    updates it every ``trainer.log_every`` steps or every second, whichever comes first."""
 
     def __init__(self, total_steps: int, epochs: int) -> None:
         self.epochs = epochs
         self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            TextColumn("step {task.completed}/{task.total}"),
+            # 80 columns at most: a narrow bar, the step count without a label, no elapsed time
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}{task.fields[doing]}"),
+            BarColumn(bar_width=8),
+            TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("lr {task.fields[lr]}"),
-            TextColumn("{task.fields[speed]} samples/s"),
-            TimeElapsedColumn(),
+            TextColumn("{task.fields[speed]}/s"),
             TextColumn("eta"),
             TimeRemainingColumn(),
             console=console,
@@ -56,7 +71,7 @@ class TrainingProgress:
             disable=not console.is_terminal,
         )
         self.task: TaskID = self.progress.add_task("train", total=total_steps, epoch=0, epochs=epochs,
-                                                   loss="-", lr="-", speed="-")
+                                                   doing="", loss="-", lr="-", speed="-")
 
     def __enter__(self) -> TrainingProgress:
         self.progress.start()
@@ -65,8 +80,12 @@ class TrainingProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
+    def doing(self, what: str) -> None:
+        """Say on the bar what the run does between training steps (``validating``); empty to clear."""
+        self.progress.update(self.task, doing=f" {what}" if what else "")
+
     def update(self, step: int, epoch: int, loss: float, lr: float, samples_per_s: float) -> None:
-        self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=f"{loss:.4f}", lr=f"{lr:.2e}",
+        self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=f"{loss:.4f}", lr=f"{lr:.1e}",
                              speed=f"{samples_per_s:,.0f}")
 
 

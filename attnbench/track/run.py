@@ -23,12 +23,20 @@ from typing import IO, Any
 from ..errors import UserError
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through a temporary file in the same folder, fsync it, then rename: readers (and a resume
     after SIGKILL) see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the mode open() would give it
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -57,14 +65,14 @@ def check_writable(path: Path) -> None:
                         f"elsewhere with hydra.run.dir=... (hydra.sweep.dir=... with -m)")
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """NaN and infinities are not JSON: write them as null rather than produce an unreadable file."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
 
 
@@ -88,7 +96,7 @@ class RunDirectory:
     def log_metrics(self, record: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         with self.metrics_path.open("a") as f:
-            f.write(json.dumps(_json_ready(record)) + "\n")
+            f.write(json.dumps(json_ready(record)) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
@@ -101,7 +109,7 @@ class RunDirectory:
         atomic_write(self.metrics_path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        text = json.dumps(_json_ready(summary), indent=2, sort_keys=False) + "\n"
+        text = json.dumps(json_ready(summary), indent=2, sort_keys=False) + "\n"
         atomic_write(self.summary_path, lambda f: f.write(text.encode()))
 
     def read_summary(self) -> dict[str, Any] | None:

@@ -1,29 +1,43 @@
 """Weights & Biases, imported only when a run uses it (it costs about a second at import).
 
-``logger.mode=auto`` runs online when the user is logged in (WANDB_API_KEY or a netrc entry) and offline
-otherwise; offline runs can be pushed later with ``wandb sync <run dir>/wandb/offline-run-*``. If W&B is
+Each setting comes from, in this order: an explicit ``logger.*`` override on the command line, then W&B's own
+environment (``WANDB_MODE``, ``WANDB_PROJECT``, ``WANDB_ENTITY``, ``WANDB_RUN_GROUP``, ``WANDB_TAGS``,
+``WANDB_NAME``, ``WANDB_DIR``; ``WANDB_BASE_URL`` is read by W&B itself), then the config file or attnbench's
+automatic value. ``logger.mode=auto`` runs online when wandb's own credentials lookup finds a key for the
+server (``WANDB_API_KEY``, a netrc entry for ``WANDB_BASE_URL``'s host) and offline otherwise. If W&B is
 unreachable or misconfigured, training goes on offline after one warning.
 """
 
 from __future__ import annotations
 
-import netrc
+import difflib
 import os
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from . import console
 
+MODES = ("auto", "online", "offline", "disabled")
+# WANDB_MODE's own spellings: W&B accepts the old "dryrun" and "run", and "shared" (online, several writers)
+ENV_MODES = {"online": "online", "run": "online", "shared": "online", "offline": "offline", "dryrun": "offline",
+             "disabled": "disabled"}
+CHECKPOINTS = ("none", "best", "last", "all")
+
 
 def _logged_in() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
+    """Whether wandb finds credentials for the server it would talk to (WANDB_BASE_URL or the public one)."""
+    import wandb
+    from wandb.sdk.lib import wbauth
+
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
+        auth = wbauth.authenticate_session(host=wandb.setup().settings.base_url, source="attnbench",
+                                           prompt=False, update_session=False)
+    except Exception:  # a malformed key: go online, where W&B's refusal becomes the offline fallback's warning
+        return True
+    return auth is not None
 
 
 def _reachable(timeout: float = 5.0) -> str | None:
@@ -37,12 +51,46 @@ def _reachable(timeout: float = 5.0) -> str | None:
     return None
 
 
-def resolve_mode(mode: str) -> str:
-    if mode not in ("auto", "online", "offline", "disabled"):
+def explicit_keys(overrides: Iterable[str]) -> set[str]:
+    """The config keys a command line sets (``logger.project=x``, ``+logger.group=y`` -> ``logger.project``...)."""
+    return {o.lstrip("+~").split("=", 1)[0] for o in overrides if "=" in o}
+
+
+def wanted_mode(cfg: Any, explicit: set[str]) -> str:
+    """auto | online | offline | disabled before the login check: logger.mode from the command line, else
+    WANDB_MODE (a misspelt one is warned about and ignored), else the config's logger.mode."""
+    mode = cfg.mode
+    env = os.environ.get("WANDB_MODE")
+    if env and "logger.mode" not in explicit:
+        if env.lower() in ENV_MODES:
+            mode = ENV_MODES[env.lower()]
+        else:
+            near = difflib.get_close_matches(env.lower(), list(ENV_MODES), n=1)
+            console.warn(f"WANDB_MODE={env} is not a W&B mode{f' (did you mean {near[0]}?)' if near else ''}; "
+                         f"using logger.mode={cfg.mode}")
+            del os.environ["WANDB_MODE"]  # W&B's own settings would refuse to start with it
+    if mode not in MODES:
         raise ValueError(f"logger.mode must be auto, online, offline or disabled, not {mode!r}")
+    return mode
+
+
+def resolve_mode(cfg: Any, explicit: set[str] = frozenset()) -> str:
+    """online | offline | disabled, as the run will log."""
+    if cfg.get("name", "wandb") == "none":
+        return "disabled"
+    mode = wanted_mode(cfg, explicit)
     if mode == "auto":
         return "online" if _logged_in() else "offline"
     return mode
+
+
+def _setting(cfg: Any, key: str, env: str, explicit: set[str], automatic: Any = None) -> Any:
+    if f"logger.{key}" in explicit:
+        return cfg.get(key)
+    if os.environ.get(env):
+        return os.environ[env]
+    value = cfg.get(key)
+    return automatic if value is None else value
 
 
 class Logger:
@@ -50,11 +98,13 @@ class Logger:
 
     run_id: str | None = None
 
-    def log(self, metrics: dict[str, float], step: int) -> None: ...
+    def log(self, metrics: dict[str, Any], step: int) -> None: ...
 
     def log_images(self, images: dict[str, Path], step: int) -> None: ...
 
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None: ...
+
+    def log_checkpoints(self, paths: dict[str, Path]) -> None: ...
 
     def set_summary(self, values: dict[str, Any]) -> None: ...
 
@@ -62,14 +112,13 @@ class Logger:
 
 
 class WandbLogger(Logger):
-    def __init__(self, *, mode: str, project: str, entity: str | None, run_dir: Path, name: str, group: str,
-                 tags: list[str], config: dict[str, Any], run_id: str | None = None) -> None:
+    def __init__(self, *, mode: str, settings: dict[str, Any], config: dict[str, Any],
+                 primary: tuple[str, bool] | None = None, run_id: str | None = None) -> None:
         import wandb
 
         self._wandb = wandb
-        kwargs = dict(project=project, entity=entity, dir=str(run_dir), name=name, group=group, tags=tags,
-                      config=config, id=run_id, resume="allow" if run_id else None, reinit="finish_previous",
-                      settings=wandb.Settings(silent=True))  # attnbench prints its own one-line note
+        kwargs = dict(**settings, config=config, id=run_id, resume="allow" if run_id else None,
+                      reinit="finish_previous", settings=wandb.Settings(silent=True))  # attnbench prints its note
         problem = _reachable() if mode == "online" else None
         if problem is None:
             try:
@@ -82,11 +131,18 @@ class WandbLogger(Logger):
             console.warn(f"W&B online failed ({problem}); logging offline instead, push later with `wandb sync`")
             self.run = wandb.init(mode="offline", **kwargs)
         self.run_id = self.run.id
+        # epoch metrics are charted against the epoch; per-step ones (step/*) against W&B's own step
+        self.run.define_metric("epoch")
+        for pattern in ("train/*", "val/*"):
+            self.run.define_metric(pattern, step_metric="epoch")
+        if primary is not None:  # the best value so far, live on the dashboard (the final summary replaces it)
+            name, higher = primary
+            self.run.define_metric(name, step_metric="epoch", summary="max" if higher else "min")
         where = self.run.url if self.run.settings.mode == "online" else \
             f"offline in {self.run.dir.rsplit('/files', 1)[0]} (push with `wandb sync`)"
         console.info(f"W&B run {self.run_id}: {where}")
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log(self, metrics: dict[str, Any], step: int) -> None:
         self.run.log(metrics, step=step)
 
     def log_images(self, images: dict[str, Path], step: int) -> None:
@@ -98,7 +154,17 @@ class WandbLogger(Logger):
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         self.run.log({key: self._wandb.Table(columns=columns, data=rows)})
 
+    def log_checkpoints(self, paths: dict[str, Path]) -> None:
+        """One model artifact holding the given checkpoints, aliased by their names (best, last)."""
+        artifact = self._wandb.Artifact(f"model-{self.run_id}", type="model")
+        for name, path in paths.items():
+            artifact.add_file(str(path), name=f"{name}.pt")
+        self.run.log_artifact(artifact, aliases=sorted(paths))
+
     def set_summary(self, values: dict[str, Any]) -> None:
+        # commit the open history row first: W&B writes it when the next step starts or at finish(), and its
+        # values (the last epoch's val/*) would land in the summary after these
+        self.run.log({}, commit=True)
         for key, value in values.items():
             self.run.summary[key] = value
 
@@ -107,12 +173,26 @@ class WandbLogger(Logger):
 
 
 def create_logger(cfg: Any, *, run_dir: Path, name: str, group: str, tags: list[str], config: dict[str, Any],
+                  job_type: str = "train", explicit: set[str] = frozenset(), primary: tuple[str, bool] | None = None,
                   run_id: str | None = None) -> Logger:
-    """``cfg`` is the ``logger`` config node: ``name`` wandb | none, ``mode``, ``project``, ``entity``."""
-    if cfg.name == "none":
-        return Logger()
-    mode = resolve_mode(cfg.mode)
+    """``cfg`` is the ``logger`` config node (``name`` wandb | none, ``mode``, ``project``, ``entity``,
+    ``group``, ``tags``); ``name``, ``group`` and ``tags`` are attnbench's automatic values, ``explicit`` the
+    config keys the command line set (they win over WANDB_*), ``primary`` the val metric to keep the best of."""
+    mode = resolve_mode(cfg, explicit)
     if mode == "disabled":
         return Logger()
-    return WandbLogger(mode=mode, project=cfg.project, entity=cfg.entity, run_dir=run_dir, name=name,
-                       group=group, tags=[*tags, *cfg.tags], config=config, run_id=run_id)
+    env_tags = [t.strip() for t in os.environ.get("WANDB_TAGS", "").split(",") if t.strip()]
+    extra = list(cfg.tags) if "logger.tags" in explicit or not env_tags else env_tags
+    settings = dict(
+        project=_setting(cfg, "project", "WANDB_PROJECT", explicit),
+        entity=_setting(cfg, "entity", "WANDB_ENTITY", explicit),
+        group=_setting(cfg, "group", "WANDB_RUN_GROUP", explicit, automatic=group),
+        name=os.environ.get("WANDB_NAME") or name,
+        # absolute: a W&B service another process started (its id inherited in WANDB_SERVICE) resolves
+        # relative paths against its own working directory
+        dir=str(Path(os.environ.get("WANDB_DIR") or run_dir).resolve()),
+        tags=list(dict.fromkeys([*tags, *extra])),
+        job_type=job_type,
+    )
+    Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
+    return WandbLogger(mode=mode, settings=settings, config=config, primary=primary, run_id=run_id)
