@@ -122,9 +122,11 @@ def title(c: Comparison) -> str:
 
 
 def status_line(c: Comparison) -> str:
-    counts = Counter(["completed"] * sum(row.n for row in c.rows) + [r.status for r in c.not_completed])
+    completed = sum(len(t.runs) for row in c.rows for t in row.trials)
+    counts = Counter(["completed"] * completed + [r.status for r in c.not_completed])
     parts = [f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "completed", kv[0]))]
-    return f"{c.n_runs} runs: {', '.join(parts)}"
+    chosen = f" ({sum(row.n for row in c.rows)} of them in the chosen settings)" if c.tuning else ""
+    return f"{c.n_runs} runs: {', '.join(parts)}{chosen}"
 
 
 def incomplete_rows(c: Comparison) -> list[list[str]]:
