@@ -167,41 +167,80 @@ def _hydra_task(cfg) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .engine import Interrupted
     from .errors import UserError
-    from .job import run_job
+    from .job import failure_line, run_job, stop_line
+    from .signals import Interrupted
     from .track import RunDirectory
     from .track.console import error
+    from .track.run import claimed
 
     hc = HydraConfig.get()
     in_sweep = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     run = RunDirectory(hc.runtime.output_dir)
-    # a single run refused before it trained (a missing data path, a corrupt file) leaves no directory behind;
-    # a sweep keeps its failed jobs' directories, which the sweep's summary and compare report
-    discard_if_refused = not in_sweep and run.is_unstarted()
+    label = f"job {','.join(overrides)}: " if in_sweep else ""
     try:
         with launch.job(cfg, hc):
-            return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
+            return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep,
+                           hydra_config=hc)
     except Interrupted as e:
+        error(stop_line(e, run.path, in_sweep))
         launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        error(f"job {','.join(overrides)}: {e}" if in_sweep else str(e))
+        kept = run.summary_path.exists()  # training had started: the failed run stays, with its summary
+        error(label + (f"{e} (run directory: {run.path})" if kept and not in_sweep else str(e)))
         if in_sweep:
             return None
-        if discard_if_refused and not run.checkpoints.exists() and launch.process_rank() == 0:
-            logging.shutdown()  # closes train.log
-            run.discard(stop=Path.cwd())
+        claim = claimed(run.path)
+        if not kept and claim is not None:  # refused before training: remove what this command created
+            launch.drop_log_file()  # closes train.log
+            claim.undo()
         raise SystemExit(2) from None
     except Exception as e:
-        if not in_sweep:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        logging.getLogger("attnbench").exception("job failed")  # the traceback goes to the job's train.log
-        error(f"job {','.join(overrides)} failed: {type(e).__name__}: {e}")
-        return None
+        logging.getLogger("attnbench").error("job failed", exc_info=e)  # the traceback goes to train.log
+        error(label + failure_line(e, run.path, in_sweep))
+        if in_sweep:
+            return None
+        raise SystemExit(1) from None
+    finally:
+        launch.drop_log_file()  # the next job's launch line must not land in this job's train.log
+
+
+def claim_directories(path: Path, multirun: bool) -> str | None:
+    """Before Hydra writes anything: a new run takes its run directory (refused when it already holds a run),
+    a grid its sweep directory, each locked for this process. The problem as one line, or None.
+    Under torchrun rank 0 claims for all ranks."""
+    from .engine import distributed
+    from .errors import UserError
+    from .track import RunDirectory
+    from .track.run import Claim
+
+    problem = None
+    if launch.process_rank() == 0:
+        try:
+            if multirun:
+                Claim(path, "sweep").take()
+            else:
+                if RunDirectory(path).holds_run():
+                    raise UserError(_taken(path))
+                claim = Claim(path, "run").take()
+                if RunDirectory(path).holds_run():  # written meanwhile by a process that has finished
+                    claim.release()
+                    raise UserError(_taken(path))
+        except UserError as e:
+            problem = str(e)
+    return distributed.broadcast_object(problem) if distributed.current().distributed else problem
+
+
+def _taken(path: Path) -> str:
+    value = launch.override_value(str(path))
+    return (f"hydra.run.dir={value} already holds a run, which a new run would mix into; continue that run with "
+            f"`attnbench train resume={value}`, or give the new one a fresh directory")
 
 
 def train(args: list[str]) -> int:
@@ -209,6 +248,7 @@ def train(args: list[str]) -> int:
 
     from .callbacks import last_sweep
     from .config import register_schemas
+    from .track.run import release_claims
 
     overrides, multirun, informational = _split_args(args)
     resume = [o for o in overrides if o.startswith("resume=")]
@@ -225,12 +265,20 @@ def train(args: list[str]) -> int:
         if launch.needs_torchrun(first.trainer.devices, launch.launcher_name(first)):
             launch.start_torchrun(first.trainer.devices, args)  # does not return: this process becomes torchrun
         launch.join_torchrun(first.trainer.device)
-        args = [*args, *launch.agreed_directories(first)]
+        run_dir, sweep_dir = launch.agreed_directories(first)  # resolved once: Hydra writes where we claimed
+        problem = claim_directories(Path(sweep_dir if multirun else run_dir), multirun)
+        if problem:
+            return fail(problem)
+        pinned = ("hydra.run.dir=", "hydra.sweep.dir=")
+        args = [*(a for a in args if not a.startswith(pinned)), *launch.directory_overrides(run_dir, sweep_dir)]
     register_schemas()
     main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
     sys.argv = ["attnbench train", *args]
     last_sweep.clear()
-    main()
+    try:
+        main()
+    finally:
+        release_claims()
     failed = len(last_sweep.get("failed", [])) if launch.process_rank() == 0 else 0  # rank 0 counts for all
     launch.leave()
     return min(failed, 125)
@@ -260,13 +308,19 @@ def _run_config(run_dir: Path):
 
 
 def resume_run(path: str) -> int:
-    from .engine import Interrupted, check_fingerprint
+    """``attnbench train resume=DIR``: everything that could refuse the resume (not a run, completed, no
+    checkpoint, a truncated, foreign or incomplete one, another process writing there, a directory this user
+    may not write) is checked before anything in the run directory is touched."""
+    from .engine import check_resumable
     from .errors import UserError
-    from .job import fingerprint, run_job
+    from .job import failure_line, fingerprint, run_job, stop_line
+    from .signals import Interrupted
     from .track import RunDirectory
-    from .track.console import info
+    from .track.console import error, info
+    from .track.run import Claim
 
     run_dir = Path(path).expanduser()
+    claim = None
     try:
         cfg, choices, overrides = _run_config(run_dir)
         devices = cfg.trainer.get("devices", 1)
@@ -274,26 +328,42 @@ def resume_run(path: str) -> int:
             launch.start_torchrun(devices, [f"resume={path}"])  # the run continues on as many GPUs as it began
         launch.join_torchrun(cfg.trainer.device)
         run = RunDirectory(run_dir)
-        status = (run.read_summary() or {}).get("status")
-        if status == "completed":
+        if (run.read_summary() or {}).get("status") == "completed":
+            info(f"{run_dir} already completed; nothing to resume")
+            return 0
+        if launch.process_rank() == 0:
+            # one writer at a time: refused while another process holds the run, or where this user may not write
+            claim = Claim(run_dir, "run", advice="resume writes its checkpoints and summary there").take()
+        if (run.read_summary() or {}).get("status") == "completed":  # finished by that other writer
             info(f"{run_dir} already completed; nothing to resume")
             return 0
         if not run.last.exists():
             raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from (it stopped before its first "
                             f"checkpoint); start the run again")
-        # a truncated or foreign checkpoint is refused here, before the run's log or summary is touched
-        check_fingerprint(run.load_checkpoint(run.last), fingerprint(cfg), run.last)
+        # a truncated, foreign or incomplete checkpoint is refused here, before the run's log or summary is touched
+        check_resumable(run.load_checkpoint(run.last), fingerprint(cfg), run.last)
         if launch.process_rank() == 0:
             handler = logging.FileHandler(run_dir / "train.log")
             logging.getLogger().addHandler(handler)
             logging.getLogger().setLevel(logging.INFO)
         run_job(cfg, run_dir, choices, overrides, resume=True)
     except Interrupted as e:
+        error(stop_line(e, run_dir, in_sweep=False))
         return 128 + e.signum
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         return fail(str(e))
+    except Exception as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        logging.getLogger("attnbench").error("resume failed", exc_info=e)  # the traceback goes to train.log
+        error(failure_line(e, run_dir, in_sweep=False))
+        return 1
+    finally:
+        launch.drop_log_file()
+        if claim is not None:
+            claim.release()
     launch.leave()
     return 0
 
@@ -420,4 +490,10 @@ def main(argv: list[str] | None = None) -> int:
         near = difflib.get_close_matches(args[0], list(COMMANDS), n=1)
         return fail(f"unknown command {args[0]!r}" + (f"; did you mean `attnbench {near[0]}`?" if near else "") +
                     " (`attnbench --help` lists the commands)")
-    return command(args[1:])
+    try:
+        return command(args[1:])
+    except KeyboardInterrupt:  # a Ctrl-C outside a job's training (composing, between the jobs of a grid)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print("stopped by SIGINT", file=sys.stderr)
+        return 130
