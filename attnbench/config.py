@@ -5,6 +5,7 @@ their keys are checked against the signature of the loader or module they config
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -125,7 +126,22 @@ def check_trainer(cfg: Any) -> None:
         (cfg.norm_lr_scale > 0, f"trainer.norm_lr_scale must be positive, got {cfg.norm_lr_scale}"),
         (cfg.precision in ("auto", "bf16", "fp32"),
          f"trainer.precision must be auto, bf16 or fp32, not {cfg.precision!r}"),
+        (re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device) is not None,
+         f"trainer.device must be auto, cpu, cuda, cuda:N or mps, not {cfg.device!r}"),
+        (cfg.gamma > 0, f"trainer.gamma must be positive, got {cfg.gamma}"),
+        (all(0 < m < 1 for m in cfg.milestones),
+         f"trainer.milestones must be fractions of training in (0, 1), got {list(cfg.milestones)}"),
+        (len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas),
+         f"trainer.betas must be two numbers in [0, 1), got {list(cfg.betas)}"),
     ]
     for ok, message in rules:
         if not ok:
             raise UserError(message)
+
+
+def check_logger(cfg: Any) -> None:
+    """``logger.name`` and ``logger.mode``, refused before anything runs rather than when the run starts W&B."""
+    if cfg.name not in ("wandb", "none"):
+        raise UserError(f"logger.name must be wandb or none, not {cfg.name!r} (logger=none turns W&B off)")
+    if cfg.mode not in ("auto", "online", "offline", "disabled"):
+        raise UserError(f"logger.mode must be auto, online, offline or disabled, not {cfg.mode!r}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from ..config import check_trainer
+from ..config import check_logger, check_trainer
 from ..data import LOADERS
 from ..errors import UserError
 from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
+from .values import SEED, check_values
 from .caption import CaptionTask
 from .classify import ClassifyTask
 from .fewshot import FewShotTask
@@ -42,6 +43,9 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     name those, while ``name`` inside each group is the loader, backbone or variant it runs.
     """
     check_trainer(cfg.trainer)
+    check_logger(cfg.logger)
+    if not SEED.holds(cfg.seed):
+        raise UserError(f"seed must be {SEED}, got {cfg.seed}")
     cls = task_class(cfg, choices)
     loader = LOADERS.get(cfg.data.name)
     if loader is None:
@@ -55,6 +59,7 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     settings.pop("name")
     given_by_task = ("slots", *cls.backbone_inputs)
     check_keys(settings, [p for p in parameters(backbone) if p not in given_by_task], label)
+    check_values(backbone, settings, label)
     # slots the task fills itself (few-shot's pair slot, between query and class maps) are offered too
     attention_slots(cfg.model, (*backbone.slots, *getattr(cls, "task_slots", ())), label, family_slots())
 
