@@ -54,9 +54,43 @@ def fail(message: str) -> int:
 # ---------------------------------------------------------------------------------------- train
 
 
-def _composition_error(e: Exception, overrides: list[str]) -> str:
+def quoted(key: str, value: str, sweep: bool = False) -> str:
+    """``key=value`` as the shell must pass it for Hydra to read ``value`` as one string (``sweep``: each
+    comma-separated value as one string)."""
+    import shlex
+
+    def one(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return shlex.quote(f"{key}=" + (",".join(one(v) for v in value.split(",")) if sweep else one(value)))
+
+
+def _unreadable(overrides: list[str], multirun: bool) -> str | None:
+    """The line for the first override Hydra's grammar cannot read, with the quoted form that it can."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except HydraException:
+            key, _, value = override.partition("=")
+            if not value:
+                return None
+            return (f"{override} cannot be read as a Hydra override: a value with letters outside ASCII, spaces, "
+                    f"commas, brackets, quotes or '=' must be quoted; type {quoted(key, value, multirun)}")
+    return None
+
+
+def _composition_error(e: Exception, overrides: list[str], multirun: bool = False) -> str:
     """One line for what Hydra or OmegaConf refused while composing ``overrides``."""
-    from hydra.errors import MissingConfigException
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(e, OverrideParseException):
+        line = _unreadable(overrides, multirun)
+        if line:
+            return line
 
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, name = e.missing_cfg_file.rsplit("/", 1)
@@ -108,10 +142,17 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
 
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(overrides)
+    for o in parsed:
+        key, _, value = o.input_line.partition("=")
+        if o.is_sweep_override() and "," in value and Path(value).expanduser().exists():
+            raise ValueError(f"{o.input_line} names a path with a comma, which Hydra reads as several values; "
+                             f"quote it: {quoted(key, value)}")
     if not multirun:
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
         if swept:
-            raise ValueError(f"{swept[0]} sweeps several values: add -m to run a grid")
+            key, _, value = swept[0].partition("=")
+            also = f", or, if the comma is part of one value, quote it: {quoted(key, value)}" if "," in value else ""
+            raise ValueError(f"{swept[0]} sweeps several values: add -m to run a grid{also}")
         return [overrides]
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     params = compose("config", overrides=fixed, return_hydra_config=True).hydra.sweeper.params or {}
@@ -136,7 +177,7 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
         try:
             jobs = expand_jobs(overrides, multirun)
         except (HydraException, OmegaConfBaseException, ValueError) as e:
-            return _composition_error(e, overrides)
+            return _composition_error(e, overrides, multirun)
         composed = []
         for job in jobs:
             prefix = f"job {','.join(job)}: " if len(jobs) > 1 else ""

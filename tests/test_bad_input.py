@@ -37,6 +37,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "images" / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (root / "reviews.csv").write_text("body,stars\ngreat food,5\nawful service,1\nfine,3\n")
     (root / "not_a_run").mkdir()
+    (root / "cats,dogs").mkdir()
     _write_cifar(root / "cifar_meta_payload", meta={"label_names": _Payload()})
     _write_cifar(root / "cifar_batch_payload", batch={"data": _Payload(), "labels": [0]})
     _write_cifar(root / "cifar_not_a_dict", meta=["airplane", "automobile"])
@@ -96,6 +97,12 @@ CATALOGUE = {
     "a missing data path in job 2 of a grid": (["-m", "data=image_folder", "data.path=images,nowhere"],
                                                "data=image_folder,data.path=nowhere: data.path=nowhere does not "
                                                "exist"),
+    "a path with letters outside ASCII": (["data=image_folder", "data.path=bilder/größe"],
+                                          "must be quoted; type 'data.path=\"bilder/größe\"'"),
+    "a path with a comma": (["data=image_folder", "data.path=cats,dogs"],
+                            "names a path with a comma, which Hydra reads as several values; quote it: "
+                            "'data.path=\"cats,dogs\"'"),
+    "a comma without -m": (["seed=1,2"], "add -m to run a grid, or, if the comma is part of one value, quote it"),
     "a wrong device": (["trainer.device=banana"], "trainer.device must be auto, cpu, cuda, cuda:N or mps"),
     "a validation fraction of 1": (["data.val_fraction=1.0"], "data.val_fraction must be in [0, 1), got 1.0"),
     "a validation fraction that is not a number": (["data.val_fraction=abc"],
