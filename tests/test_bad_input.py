@@ -206,3 +206,18 @@ def test_resume_of_a_run_this_user_may_not_write_is_refused(workspace: Path) -> 
     finally:
         run.chmod(0o755)
     assert "cannot write in read_only: permission denied" in line, line
+
+
+def test_compare_skips_a_summary_whose_seed_is_a_list(workspace: Path) -> None:
+    import json
+
+    run = workspace / "seed_list"
+    shutil.copytree(workspace / "run", run)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "seed": [0, 1]}))
+    before = _snapshot(workspace)
+    result = attnbench("compare", "run", "seed_list", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "skipped seed_list/summary.json: unusable: its seed is [0, 1], not a whole number" in result.stderr
+    assert _snapshot(workspace) == before

@@ -111,7 +111,7 @@ def test_a_refused_run_leaves_a_folder_it_did_not_make_as_it_found_it(tmp_path: 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine\n")
     before = _files(tmp_path)
-    for run_dir, made in (("mine", False), ("new/deep/run", True)):
+    for run_dir in ("mine", "new/deep/run"):
         result = attnbench("train", "logger=none", "data=image_folder", "data.path=images",
                            f"hydra.run.dir={run_dir}", cwd=tmp_path)
         assert result.returncode == 2

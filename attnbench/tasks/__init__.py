@@ -9,11 +9,11 @@ from ..config import check_logger, check_trainer
 from ..data import LOADERS
 from ..errors import UserError
 from .build import attention_slots, backbone_class, check_keys, data_kwargs, parameters, plain
-from .values import SEED, check_values
 from .caption import CaptionTask
 from .classify import ClassifyTask
 from .fewshot import FewShotTask
 from .rate import RateTask
+from .values import SEED, check_values
 
 # task family -> class; ``data.task`` in a data config picks one
 TASKS: dict[str, type] = {
