@@ -229,16 +229,16 @@ def _hydra_task(cfg) -> dict | None:
         launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
         kept = run.summary_path.exists()  # training had started: the failed run stays, with its summary
-        error(label + (f"{e} (run directory: {run.path})" if kept and not in_sweep else str(e)))
-        if in_sweep:
-            return None
-        claim = claimed(run.path)
+        claim = None if in_sweep else claimed(run.path)
         if not kept and claim is not None:  # refused before training: remove what this command created
             launch.drop_log_file()  # closes train.log
             claim.undo()
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        error(label + (f"{e} (run directory: {run.path})" if kept and not in_sweep else str(e)))
+        if in_sweep:
+            return None
         raise SystemExit(2) from None
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -233,15 +233,17 @@ def failure_line(e: BaseException, run_dir: Path, in_sweep: bool) -> str:
     do, and where the traceback is."""
     import errno
 
-    again = "run the same command again" if in_sweep else f"continue with `attnbench train resume={run_dir}`"
+    kept = (run_dir / "checkpoints" / "last.pt").exists()
+    again = "run the same command again" if in_sweep else \
+        f"continue with `attnbench train resume={run_dir}`" if kept else "start it again in a fresh directory"
+    kept_line = "its last checkpoint is kept" if kept else "it had no checkpoint yet"
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         where = f" while writing {e.filename}" if e.filename else ""
-        return (f"{run_dir}: the disk is full (no space left{where}); its last checkpoint is kept: free some space, "
-                f"then {again}")
+        return f"{run_dir}: the disk is full (no space left{where}); {kept_line}: free some space, then {again}"
     if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         what = e.filename or run_dir
-        return (f"{run_dir}: cannot write {what} ({e.strerror}); its last checkpoint is kept: make the run "
-                f"directory writable, then {again}")
+        return (f"{run_dir}: cannot write {what} ({e.strerror}); {kept_line}: make the run directory writable, "
+                f"then {again}")
     message = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return (f"{run_dir} failed: {type(e).__name__}{': ' + message if message else ''} (status failed in its "
             f"summary.json; the traceback is in {run_dir / 'train.log'}, HYDRA_FULL_ERROR=1 prints it)")

@@ -190,6 +190,8 @@ from attnbench.track.run import RunDirectory
 def broken(self, path, state):
     if {fault!r} == "disk":
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    if {fault!r} == "permission":
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
     raise ZeroDivisionError("a bug in a plugin")
 
 RunDirectory.save_checkpoint = broken
@@ -199,6 +201,8 @@ sys.exit(main(["train", "logger=none", "trainer.epochs=1", "hydra.run.dir=run"])
 
 @pytest.mark.parametrize("fault,expected", [
     ("disk", "the disk is full (no space left while writing"),
+    ("permission", "checkpoints/best.pt (Permission denied); it had no checkpoint yet: make the run directory "
+                   "writable"),
     ("bug", "failed: ZeroDivisionError: a bug in a plugin"),
 ])
 def test_a_failure_inside_a_run_ends_in_one_line_and_a_failed_summary(tmp_path: Path, fault: str,
