@@ -264,9 +264,16 @@ def claim_directories(path: Path, multirun: bool) -> str | None:
     problem = None
     if launch.process_rank() == 0:
         try:
+            value = launch.override_value(str(path))
             if multirun:
+                if RunDirectory(path).holds_run():
+                    raise UserError(f"hydra.sweep.dir={value} holds a single run, not a grid; give the grid a "
+                                    f"directory of its own")
                 Claim(path, "sweep").take()
             else:
+                if (path / "multirun.yaml").exists():
+                    raise UserError(f"hydra.run.dir={value} is the directory of a grid; give the run a directory "
+                                    f"of its own (rerun the grid with -m to continue it)")
                 if RunDirectory(path).holds_run():
                     raise UserError(_taken(path))
                 claim = Claim(path, "run").take()

@@ -124,6 +124,8 @@ CATALOGUE = {
                                                 "hydra.run.dir=run already holds a run"),
     "a new run in a finished run's directory, same settings": (["hydra.run.dir=other", "model=se"],
                                                                "continue that run with `attnbench train resume=other`"),
+    "a grid in a single run's directory": (["-m", "seed=1,2", "hydra.sweep.dir=run"],
+                                           "hydra.sweep.dir=run holds a single run, not a grid"),
     "a CIFAR folder whose batches.meta runs code": (["data=cifar", "data.root=cifar_meta_payload"],
                                                     "it names posix.system, which a CIFAR batch never holds"),
     "a CIFAR folder whose data batch runs code": (["data=cifar", "data.root=cifar_batch_payload"],
