@@ -66,16 +66,18 @@ def test_a_lock_is_refused_while_its_holder_lives_and_taken_over_when_it_is_dead
 
 
 def test_two_grids_on_one_sweep_folder_the_second_is_refused(tmp_path: Path) -> None:
-    first = _start([*GRID, "hydra.sweep.dir=grid"], tmp_path)
+    # three jobs: the first process holds the folder long enough for the second to start
+    grid = ["train", "-m", "seed=0,1,2", "trainer.epochs=3", "logger=none", "model=se", "hydra.sweep.dir=grid"]
+    first = _start(grid, tmp_path)
     _wait_for(tmp_path / "grid" / LOCK_NAME, first)
-    second = attnbench(*GRID, "hydra.sweep.dir=grid", cwd=tmp_path)
+    second = attnbench(*grid, cwd=tmp_path)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2
     line = _one_line(second)
     assert f"grid is in use: attnbench pid {first.pid} is writing its sweep now" in line, line
     jobs = run_dirs(tmp_path / "grid")
-    assert len(jobs) == 2
+    assert len(jobs) == 3
     for job in jobs:
         assert_complete_summary(job)
         records = [(r["epoch"], r["split"]) for r in map(json.loads, (job / "metrics.jsonl").read_text().splitlines())]
