@@ -229,7 +229,8 @@ def _hydra_task(cfg) -> dict | None:
         launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
-        kept = run.summary_path.exists()  # training had started: the failed run stays, with its summary
+        # training had started: the failed run stays, with its summary (and whatever it trained)
+        kept = any(p.exists() for p in (run.summary_path, run.checkpoints, run.metrics_path))
         claim = None if in_sweep else claimed(run.path)
         if not kept and claim is not None:  # refused before training: remove what this command created
             launch.drop_log_file()  # closes train.log
