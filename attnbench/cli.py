@@ -54,9 +54,43 @@ def fail(message: str) -> int:
 # ---------------------------------------------------------------------------------------- train
 
 
-def _composition_error(e: Exception, overrides: list[str]) -> str:
+def quoted(key: str, value: str, sweep: bool = False) -> str:
+    """``key=value`` as the shell must pass it for Hydra to read ``value`` as one string (``sweep``: each
+    comma-separated value as one string)."""
+    import shlex
+
+    def one(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return shlex.quote(f"{key}=" + (",".join(one(v) for v in value.split(",")) if sweep else one(value)))
+
+
+def _unreadable(overrides: list[str], multirun: bool) -> str | None:
+    """The line for the first override Hydra's grammar cannot read, with the quoted form that it can."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except HydraException:
+            key, _, value = override.partition("=")
+            if not value:
+                return None
+            return (f"{override} cannot be read as a Hydra override: a value with letters outside ASCII, spaces, "
+                    f"commas, brackets, quotes or '=' must be quoted; type {quoted(key, value, multirun)}")
+    return None
+
+
+def _composition_error(e: Exception, overrides: list[str], multirun: bool = False) -> str:
     """One line for what Hydra or OmegaConf refused while composing ``overrides``."""
-    from hydra.errors import MissingConfigException
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(e, OverrideParseException):
+        line = _unreadable(overrides, multirun)
+        if line:
+            return line
 
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, name = e.missing_cfg_file.rsplit("/", 1)
@@ -154,10 +188,17 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     # glob(...) lists a group's options through the config loader (of the initialize_config_dir around us)
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     parsed = parser.parse_overrides(overrides)
+    for o in parsed:
+        key, _, value = o.input_line.partition("=")
+        if o.is_sweep_override() and "," in value and Path(value).expanduser().exists():
+            raise ValueError(f"{o.input_line} names a path with a comma, which Hydra reads as several values; "
+                             f"quote it: {quoted(key, value)}")
     if not multirun:
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
         if swept:
-            raise ValueError(f"{swept[0]} sweeps several values: add -m to run a grid")
+            key, _, value = swept[0].partition("=")
+            also = f", or, if the comma is part of one value, quote it: {quoted(key, value)}" if "," in value else ""
+            raise ValueError(f"{swept[0]} sweeps several values: add -m to run a grid{also}")
         return [overrides]
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     params = compose("config", overrides=fixed, return_hydra_config=True).hydra.sweeper.params or {}
@@ -223,7 +264,7 @@ def compose_jobs(overrides: list[str], multirun: bool) -> list[tuple[str, DictCo
         try:
             jobs = expand_jobs(overrides, multirun)
         except (HydraException, OmegaConfBaseException, ValueError) as e:
-            raise UserError(_composition_error(e, overrides)) from None
+            raise UserError(_composition_error(e, overrides, multirun)) from None
         composed = []
         for job in jobs:
             prefix = f"job {','.join(job)}: " if len(jobs) > 1 else ""
@@ -296,57 +337,94 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
     return None
 
 
-def stopped(e: Exception, run, in_sweep: bool) -> None:
-    """What Ctrl-C (or SIGTERM) leaves: the checkpoint saved, and the exact command that continues."""
-    from .track.console import info
-
-    how = ("rerun the same sweep command (finished jobs are skipped, this one resumes)" if in_sweep else
-           f"`attnbench train resume={run.path}`")
-    info(f"{e}: checkpoint saved to {run.last}; continue with {how}")
-
-
 def _hydra_task(cfg) -> dict | None:
     """The Hydra task function: one job, in its own run directory."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .engine import Interrupted
     from .errors import UserError
-    from .job import run_job
+    from .job import failure_line, run_job, stop_line
+    from .signals import Interrupted
     from .track import RunDirectory
     from .track.console import error
+    from .track.run import claimed
 
     hc = HydraConfig.get()
     in_sweep = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     run = RunDirectory(hc.runtime.output_dir)
-    # a single run refused before it trained (a missing data path, a corrupt file) leaves no directory behind;
-    # a sweep keeps its failed jobs' directories, which the sweep's summary and compare report
-    discard_if_refused = not in_sweep and run.is_unstarted()
+    label = f"job {','.join(overrides)}: " if in_sweep else ""
     try:
         with launch.job(cfg, hc):
-            return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep)
+            return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep,
+                           hydra_config=hc)
     except Interrupted as e:
         if launch.process_rank() == 0:
-            stopped(e, run, in_sweep)
+            error(stop_line(e, run.path, in_sweep))
         launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
+        # training had started: the failed run stays, with its summary (and whatever it trained)
+        kept = any(p.exists() for p in (run.summary_path, run.checkpoints, run.metrics_path))
+        claim = None if in_sweep else claimed(run.path)
+        if not kept and claim is not None:  # refused before training: remove what this command created
+            launch.drop_log_file()  # closes train.log
+            claim.undo()
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        error(f"job {','.join(overrides)}: {e}" if in_sweep else str(e))
+        error(label + (f"{e} (run directory: {run.path})" if kept and not in_sweep else str(e)))
         if in_sweep:
             return None
-        if discard_if_refused and not run.checkpoints.exists() and launch.process_rank() == 0:
-            logging.shutdown()  # closes train.log
-            run.discard(stop=Path.cwd())
         raise SystemExit(2) from None
     except Exception as e:
-        if not in_sweep:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        logging.getLogger("attnbench").exception("job failed")  # the traceback goes to the job's train.log
-        error(f"job {','.join(overrides)} failed: {type(e).__name__}: {e}")
-        return None
+        logging.getLogger("attnbench").error("job failed", exc_info=e)  # the traceback goes to train.log
+        error(label + failure_line(e, run.path, in_sweep))
+        if in_sweep:
+            return None
+        raise SystemExit(1) from None
+    finally:
+        launch.drop_log_file()  # the next job's launch line must not land in this job's train.log
+
+
+def claim_directories(path: Path, multirun: bool) -> str | None:
+    """Before Hydra writes anything: a new run takes its run directory (refused when it already holds a run),
+    a grid its sweep directory, each locked for this process. The problem as one line, or None.
+    Under torchrun rank 0 claims for all ranks."""
+    from .engine import distributed
+    from .errors import UserError
+    from .track import RunDirectory
+    from .track.run import Claim
+
+    problem = None
+    if launch.process_rank() == 0:
+        try:
+            value = launch.override_value(str(path))
+            if multirun:
+                if RunDirectory(path).holds_run():
+                    raise UserError(f"hydra.sweep.dir={value} holds a single run, not a grid; give the grid a "
+                                    f"directory of its own")
+                Claim(path, "sweep").take()
+            else:
+                if (path / "multirun.yaml").exists():
+                    raise UserError(f"hydra.run.dir={value} is the directory of a grid; give the run a directory "
+                                    f"of its own (rerun the grid with -m to continue it)")
+                if RunDirectory(path).holds_run():
+                    raise UserError(_taken(path))
+                claim = Claim(path, "run").take()
+                if RunDirectory(path).holds_run():  # written meanwhile by a process that has finished
+                    claim.release()
+                    raise UserError(_taken(path))
+        except UserError as e:
+            problem = str(e)
+    return distributed.broadcast_object(problem) if distributed.current().distributed else problem
+
+
+def _taken(path: Path) -> str:
+    value = launch.override_value(str(path))
+    return (f"hydra.run.dir={value} already holds a run, which a new run would mix into; continue that run with "
+            f"`attnbench train resume={value}`, or give the new one a fresh directory")
 
 
 def train(args: list[str]) -> int:
@@ -354,6 +432,7 @@ def train(args: list[str]) -> int:
 
     from .callbacks import last_sweep
     from .config import register_schemas
+    from .track.run import release_claims
 
     overrides, multirun, informational = _split_args(args)
     if any(a.partition("=")[0] in ("-cp", "--config-path", "-cn", "--config-name") for a in args):
@@ -392,12 +471,20 @@ def train(args: list[str]) -> int:
         if launch.needs_torchrun(first.trainer.devices, launch.launcher_name(first)):
             launch.start_torchrun(first.trainer.devices, args)  # does not return: this process becomes torchrun
         launch.join_torchrun(first.trainer.device)
-        args = [*args, *launch.agreed_directories(first)]
+        run_dir, sweep_dir = launch.agreed_directories(first)  # resolved once: Hydra writes where we claimed
+        problem = claim_directories(Path(sweep_dir if multirun else run_dir), multirun)
+        if problem:
+            return fail(problem)
+        pinned = ("hydra.run.dir=", "hydra.sweep.dir=")
+        args = [*(a for a in args if not a.startswith(pinned)), *launch.directory_overrides(run_dir, sweep_dir)]
     register_schemas()
     main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
     sys.argv = ["attnbench train", *args]
     last_sweep.clear()
-    main()
+    try:
+        main()
+    finally:
+        release_claims()
     failed = len(last_sweep.get("failed", [])) if launch.process_rank() == 0 else 0  # rank 0 counts for all
     launch.leave()
     return min(failed, 125)
@@ -427,13 +514,19 @@ def _run_config(run_dir: Path):
 
 
 def resume_run(path: str) -> int:
-    from .engine import Interrupted, check_fingerprint
+    """``attnbench train resume=DIR``: everything that could refuse the resume (not a run, completed, no
+    checkpoint, a truncated, foreign or incomplete one, another process writing there, a directory this user
+    may not write) is checked before anything in the run directory is touched."""
+    from .engine import check_resumable
     from .errors import UserError
-    from .job import fingerprint, run_job
+    from .job import failure_line, fingerprint, run_job, stop_line
+    from .signals import Interrupted
     from .track import RunDirectory
-    from .track.console import info
+    from .track.console import error, info
+    from .track.run import Claim
 
     run_dir = Path(path).expanduser()
+    claim = None
     try:
         cfg, choices, overrides = _run_config(run_dir)
         devices = cfg.trainer.get("devices", 1)
@@ -441,15 +534,20 @@ def resume_run(path: str) -> int:
             launch.start_torchrun(devices, [f"resume={path}"])  # the run continues on as many GPUs as it began
         launch.join_torchrun(cfg.trainer.device)
         run = RunDirectory(run_dir)
-        status = (run.read_summary() or {}).get("status")
-        if status == "completed":
+        if (run.read_summary() or {}).get("status") == "completed":
+            info(f"{run_dir} already completed; nothing to resume")
+            return 0
+        if launch.process_rank() == 0:
+            # one writer at a time: refused while another process holds the run, or where this user may not write
+            claim = Claim(run_dir, "run", advice="resume writes its checkpoints and summary there").take()
+        if (run.read_summary() or {}).get("status") == "completed":  # finished by that other writer
             info(f"{run_dir} already completed; nothing to resume")
             return 0
         if not run.last.exists():
             raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from (it stopped before its first "
                             f"checkpoint); start the run again")
-        # a truncated or foreign checkpoint is refused here, before the run's log or summary is touched
-        check_fingerprint(run.load_checkpoint(run.last), fingerprint(cfg), run.last)
+        # a truncated, foreign or incomplete checkpoint is refused here, before the run's log or summary is touched
+        check_resumable(run.load_checkpoint(run.last), fingerprint(cfg), run.last)
         if launch.process_rank() == 0:
             handler = logging.FileHandler(run_dir / "train.log")
             logging.getLogger().addHandler(handler)
@@ -457,12 +555,22 @@ def resume_run(path: str) -> int:
         run_job(cfg, run_dir, choices, overrides, resume=True)
     except Interrupted as e:
         if launch.process_rank() == 0:
-            stopped(e, RunDirectory(run_dir), in_sweep=False)
+            error(stop_line(e, run_dir, in_sweep=False))
         return 128 + e.signum
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         return fail(str(e))
+    except Exception as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        logging.getLogger("attnbench").error("resume failed", exc_info=e)  # the traceback goes to train.log
+        error(failure_line(e, run_dir, in_sweep=False))
+        return 1
+    finally:
+        launch.drop_log_file()
+        if claim is not None:
+            claim.release()
     launch.leave()
     return 0
 
@@ -613,4 +721,10 @@ def main(argv: list[str] | None = None) -> int:
         near = difflib.get_close_matches(args[0], list(COMMANDS), n=1)
         return fail(f"unknown command {args[0]!r}" + (f"; did you mean `attnbench {near[0]}`?" if near else "") +
                     " (`attnbench --help` lists the commands)")
-    return command(args[1:])
+    try:
+        return command(args[1:])
+    except KeyboardInterrupt:  # a Ctrl-C outside a job's training (composing, between the jobs of a grid)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print("stopped by SIGINT", file=sys.stderr)
+        return 130

@@ -5,6 +5,7 @@ their keys are checked against the signature of the loader or module they config
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -130,9 +131,12 @@ def check_schema_keys(cfg: Any) -> None:
 
 
 def check_logger(cfg: Any) -> None:
-    """logger.mode and logger.log_checkpoints, refused with the nearest accepted value."""
+    """logger.name, logger.mode and logger.log_checkpoints, refused before anything runs (rather than when the
+    run starts W&B) with the nearest accepted value."""
     import difflib
 
+    if cfg.name not in ("wandb", "none"):
+        raise UserError(f"logger.name must be wandb or none, not {cfg.name!r} (logger=none turns W&B off)")
     for key, accepted in (("mode", ("auto", "online", "offline", "disabled")),
                           ("log_checkpoints", ("none", "best", "last", "all"))):
         value = cfg.get(key, accepted[0])
@@ -166,6 +170,13 @@ def check_trainer(cfg: Any) -> None:
         (cfg.norm_lr_scale > 0, f"trainer.norm_lr_scale must be positive, got {cfg.norm_lr_scale}"),
         (cfg.precision in ("auto", "bf16", "fp32"),
          f"trainer.precision must be auto, bf16 or fp32, not {cfg.precision!r}"),
+        (re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device) is not None,
+         f"trainer.device must be auto, cpu, cuda, cuda:N or mps, not {cfg.device!r}"),
+        (cfg.gamma > 0, f"trainer.gamma must be positive, got {cfg.gamma}"),
+        (all(0 < m < 1 for m in cfg.milestones),
+         f"trainer.milestones must be fractions of training in (0, 1), got {list(cfg.milestones)}"),
+        (len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas),
+         f"trainer.betas must be two numbers in [0, 1), got {list(cfg.betas)}"),
     ]
     for ok, message in rules:
         if not ok:

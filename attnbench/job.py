@@ -1,8 +1,9 @@
 """One training job: build the task, train, test, and write the run directory, whatever happens.
 
 Used by ``attnbench train`` (a Hydra job, single or one of a sweep) and by ``attnbench train resume=DIR``.
-In a sweep, a job that finds its folder already holds a completed run skips it, an interrupted one resumes
-from its checkpoint, and a failed one starts again, so rerunning a sweep command finishes the sweep.
+In a sweep, a job that finds its folder already holds a completed run skips it without touching a file, one
+with a valid checkpoint resumes from it (however the attempt that wrote it ended), and any other starts
+again, so rerunning a sweep command finishes the sweep. Each job holds its folder's lock while it writes.
 Under DDP every rank runs the job; rank 0 alone writes the run directory and talks to W&B.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import shutil
 import sys
@@ -23,11 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .attention import Attention, attention_parameters
-from .engine import Interrupted, NonFiniteLoss, Trainer, check_fingerprint, distributed
+from .engine import Interrupted, NonFiniteLoss, Trainer, check_resumable, distributed
+from .errors import UserError
+from .signals import stop_signals
 from .tasks import build_task
 from .tasks.build import variant_classes
 from .track import Logger, RunDirectory, create_logger, explicit_keys, json_ready
 from .track.console import console, info, phase, summary_table, warn
+from .track.run import Claim, claimed, write_hydra_files
 
 
 def seed_everything(seed: int) -> None:
@@ -102,39 +107,94 @@ def _close_logger(logger: Logger, log_checkpoints: str, run: RunDirectory, summa
     logger.finish(exit_code=0 if summary["status"] == "completed" else 1)
 
 
-def _previous_run(run: RunDirectory) -> str:
-    """What a sweep job finds in its folder: a completed run, one to resume, or one to (re)run from scratch."""
+def _previous_run(run: RunDirectory, fingerprint: str) -> tuple[str, dict[str, Any] | None, str | None]:
+    """What a sweep job finds in its folder: ``completed`` (left exactly as it is), ``resume`` with the
+    checkpoint to resume from, or ``rerun``, with why an existing checkpoint cannot be used.
+
+    A valid ``last.pt`` is resumed whatever ended the attempt that wrote it (an interrupt, a second signal, a
+    failure, SIGKILL): it holds the same training a fresh start would redo, so it is never thrown away."""
     summary = run.read_summary()
-    if summary is None:  # a first run, or one killed by SIGKILL (a checkpoint but no summary)
-        return "resume" if run.last.exists() else "rerun"
-    if summary.get("status") == "completed":
-        return "completed"
-    if summary.get("status") == "interrupted" and run.last.exists():
-        return "resume"
-    return "rerun"
+    if summary is not None and summary.get("status") == "completed":
+        return "completed", None, None
+    if not run.last.exists():
+        return "rerun", None, None
+    try:
+        checkpoint = run.load_checkpoint(run.last)
+        check_resumable(checkpoint, fingerprint, run.last)
+    except UserError as e:
+        return "rerun", None, str(e)
+    return "resume", checkpoint, None
+
+
+def _claim_sweep_job(run: RunDirectory, fingerprint: str) -> tuple[str, dict[str, Any] | None, str | None]:
+    """``_previous_run``, decided under the job folder's lock (taken unless the job is completed, which is
+    only read): ``("refused", None, why)`` while another process writes there."""
+    if (run.read_summary() or {}).get("status") == "completed":
+        return "completed", None, None
+    try:
+        claim = Claim(run.path, "run").take()
+    except UserError as e:
+        return "refused", None, str(e)
+    found = _previous_run(run, fingerprint)
+    if found[0] == "completed":
+        claim.release()
+    return found
 
 
 def _clear(run: RunDirectory) -> None:
-    """Remove what an earlier attempt left, so the rerun starts clean (its config in .hydra/ stays)."""
+    """Remove what an earlier attempt without a usable checkpoint left, so the rerun starts clean."""
     for path in (run.metrics_path, run.summary_path):
         path.unlink(missing_ok=True)
     shutil.rmtree(run.checkpoints, ignore_errors=True)
     shutil.rmtree(run.figures, ignore_errors=True)
 
 
+def _writes_summary(error: BaseException | None, training: bool, resume: bool, in_sweep: bool) -> bool:
+    """Whether the job's end is recorded in summary.json. Always once training has started. Before it: a
+    resume leaves the summary it found (nothing was continued), and a new single run refused for a user
+    error leaves nothing at all (the CLI removes what it created); a sweep records every job's end."""
+    if error is None or training:
+        return True
+    if resume:
+        return False
+    return in_sweep or not isinstance(error, UserError)
+
+
 def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: list[str], *,
-            in_sweep: bool = False, resume: bool = False) -> dict[str, Any]:
+            in_sweep: bool = False, resume: bool = False, hydra_config: DictConfig | None = None) -> dict[str, Any]:
+    """``hydra_config``: the job's Hydra node, written to ``.hydra/`` with the config and overrides once the job
+    is known to run in ``run_dir`` (a sweep job found completed is skipped without writing anything)."""
     run = RunDirectory(run_dir)
     world = distributed.current()
+    checkpoint = None
     if in_sweep:
-        found = distributed.broadcast_object(_previous_run(run) if world.main else None)  # rank 0 decides
+        found, checkpoint, why = _claim_sweep_job(run, fingerprint(cfg)) if world.main else (None, None, None)
+        found, why = distributed.broadcast_object((found, why))  # rank 0 decides
         if found == "completed":
-            info(f"{run_dir}: already completed, skipped")
+            console.print(f"{run_dir}: already completed, skipped", soft_wrap=True)  # not logged: train.log stays
             return run.read_summary() or {}
+        if found == "refused":
+            raise UserError(why)
+        if why:
+            warn(f"{why}; the job starts again")
         if found == "rerun" and world.main:
             _clear(run)
         resume = found == "resume"
+    try:
+        return _run(cfg, run, choices, overrides, in_sweep=in_sweep, resume=resume, checkpoint=checkpoint,
+                    hydra_config=hydra_config)
+    finally:
+        claim = claimed(run.path) if in_sweep else None
+        if claim is not None:
+            claim.release()
 
+
+def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides: list[str], *, in_sweep: bool,
+         resume: bool, checkpoint: dict[str, Any] | None, hydra_config: DictConfig | None) -> dict[str, Any]:
+    world = distributed.current()
+    run_dir = run.path
+    if hydra_config is not None and world.main:
+        write_hydra_files(run.path, cfg, hydra_config, overrides)
     started = time.perf_counter()
     previous = run.read_summary() if resume else None
     summary: dict[str, Any] = {
@@ -143,56 +203,66 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         "flops_per_sample": None, "eval_samples_per_s": None,
     }
     logger = trainer = task = None
-    try:
-        seed_everything(cfg.seed)
-        with phase(f"preparing data={choices['data']}, backbone={choices['backbone']}, model={choices['model']}"):
-            task = build_task(cfg, choices)
-        summary["attention"] = task.attention
-        announce_attention(task.attention)
-        checkpoint = run.load_checkpoint(run.last) if resume else None
-        if checkpoint is not None:
-            check_fingerprint(checkpoint, fingerprint(cfg), run.last)
-        logger = open_logger(cfg, run, task, choices, overrides, in_sweep,
-                             checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
-        trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
-        trainer.setup(checkpoint)
-        if world.main:
-            task.save_artifacts(run.path)
-        if checkpoint is not None:
-            info(f"resuming {run_dir} at epoch {trainer.state.epoch}, step {trainer.state.step}")
-        trainer.fit()
-        with phase("testing the best checkpoint"):
-            trainer.test()
-        if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
-            with phase("drawing attention figures"):
-                figures = task.figures(task.model, run.figures)
-            with phase("measuring inference cost (FLOPs, samples/s)"):
-                summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
-            logger.log_images(figures, step=trainer.state.step)
-        notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null in this run
-        if not all(issubclass(cls, Attention) for cls in variant_classes(cfg.model)):
-            notes["attention"] = (f"model={choices['model']} is a plain nn.Module, not an attnbench Attention: it "
-                                  f"reports no attention diagnostics (entropy, pictures, auxiliary losses) and "
-                                  f"attention_params does not count it")
-        if notes:
-            summary["notes"] = notes
-        summary["status"] = "completed"
-    except Interrupted as e:
-        summary.update(status="interrupted", error=str(e))
-        raise
-    except NonFiniteLoss as e:
-        summary.update(status="failed", error=str(e), step=e.step, hint=e.hint)
-        raise
-    except BaseException as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        summary.update(status="failed", error=message, error_type=type(e).__name__)
-        raise
-    finally:
-        summary.update(_measurements(trainer, task, started, previous))
-        if world.main:
-            run.write_summary(summary)
-        if logger is not None:
-            _close_logger(logger, cfg.logger.get("log_checkpoints", "none"), run, summary)
+    training = False  # fit() was entered: from here on every ending is recorded
+    error: BaseException | None = None
+    with stop_signals() as guard:
+        try:
+            with guard.interruptible():
+                seed_everything(cfg.seed)
+                with phase(f"preparing data={choices['data']}, backbone={choices['backbone']}, "
+                           f"model={choices['model']}"):
+                    task = build_task(cfg, choices)
+                summary["attention"] = task.attention
+                announce_attention(task.attention)
+                if resume and checkpoint is None:
+                    checkpoint = run.load_checkpoint(run.last)
+                if checkpoint is not None:
+                    check_resumable(checkpoint, fingerprint(cfg), run.last)
+                logger = open_logger(cfg, run, task, choices, overrides, in_sweep,
+                                     checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
+                trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
+                trainer.setup(checkpoint)
+                if world.main:
+                    task.save_artifacts(run.path)
+                if checkpoint is not None:
+                    info(f"resuming {run_dir} at epoch {trainer.state.epoch}, step {trainer.state.step}")
+                training = True
+                trainer.fit()
+                with phase("testing the best checkpoint"):
+                    trainer.test()
+                if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
+                    with phase("drawing attention figures"):
+                        figures = task.figures(task.model, run.figures)
+                    with phase("measuring inference cost (FLOPs, samples/s)"):
+                        summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
+                    logger.log_images(figures, step=trainer.state.step)
+                notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null here
+                if not all(issubclass(cls, Attention) for cls in variant_classes(cfg.model)):
+                    notes["attention"] = (f"model={choices['model']} is a plain nn.Module, not an attnbench "
+                                          f"Attention: it reports no attention diagnostics (entropy, pictures, "
+                                          f"auxiliary losses) and attention_params does not count it")
+                if notes:
+                    summary["notes"] = notes
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            # whatever ended the job is recorded; a signal that arrives meanwhile waits until it is (outside
+            # ``interruptible`` the guard only notes it)
+            guard.open = 0
+            _record_end(summary, error, trainer, task, started, previous)
+            if world.main and _writes_summary(error, training, resume, in_sweep):
+                try:
+                    run.write_summary(summary)
+                except OSError as e:  # a full disk: the error that stopped the run is the one to report
+                    if error is None:
+                        raise
+                    logging.getLogger("attnbench").error(f"summary.json could not be written: {e}")
+            if logger is not None:
+                with guard.interruptible():  # a Ctrl-C may cut a W&B upload that hangs
+                    _close_logger(logger, cfg.logger.get("log_checkpoints", "none"), run, summary)
+            if not isinstance(error, Interrupted):
+                guard.raise_deferred()  # a stop asked for while the end was recorded: the sweep stops too
     console.print(summary_table(summary))
     info(f"run directory: {run_dir}")
     info(f"{summary['primary']['name']} = {summary['primary']['value']:.4f}")
@@ -220,6 +290,59 @@ def _head_parameters(model: torch.nn.Module) -> int | None:
     widens too; None for tasks whose output is not one layer over the backbone's vector."""
     head = getattr(model, "head", None)
     return sum(p.numel() for p in head.parameters()) if isinstance(head, torch.nn.Module) else None
+
+
+def _record_end(summary: dict[str, Any], error: BaseException | None, trainer: Trainer | None, task: Any,
+                started: float, previous: dict[str, Any] | None) -> None:
+    """The summary's status, error and measurements for a job that ended with ``error`` (None: completed)."""
+    if error is None:
+        summary["status"] = "completed"
+    elif isinstance(error, Interrupted):
+        summary.update(status="interrupted", error=str(error))
+    elif isinstance(error, NonFiniteLoss):
+        summary.update(status="failed", error=str(error), hint=error.hint)
+    else:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        summary.update(status="failed", error=message, error_type=type(error).__name__)
+    summary.update(_measurements(trainer, task, started, previous))
+    if isinstance(error, NonFiniteLoss):
+        summary["step"] = error.step  # where the loss broke, not where the window of losses was read
+
+
+def failure_line(e: BaseException, run_dir: Path, in_sweep: bool) -> str:
+    """The one line an unexpected failure inside a run ends with: the run directory, what went wrong, what to
+    do, and where the traceback is."""
+    import errno
+
+    kept = (run_dir / "checkpoints" / "last.pt").exists()
+    again = "run the same command again" if in_sweep else \
+        f"continue with `attnbench train resume={run_dir}`" if kept else "start it again in a fresh directory"
+    kept_line = "its last checkpoint is kept" if kept else "it had no checkpoint yet"
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = f" while writing {e.filename}" if e.filename else ""
+        return f"{run_dir}: the disk is full (no space left{where}); {kept_line}: free some space, then {again}"
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what = e.filename or run_dir
+        return (f"{run_dir}: cannot write {what} ({e.strerror}); {kept_line}: make the run directory writable, "
+                f"then {again}")
+    message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return (f"{run_dir} failed: {type(e).__name__}{': ' + message if message else ''} (status failed in its "
+            f"summary.json; the traceback is in {run_dir / 'train.log'}, HYDRA_FULL_ERROR=1 prints it)")
+
+
+def stop_line(e: BaseException, run_dir: Path, in_sweep: bool) -> str:
+    """The line a stopped run ends with: how it stopped, what it kept, how to continue it."""
+    again = "run the same command again to continue the sweep" if in_sweep else \
+        f"continue with `attnbench train resume={run_dir}`"
+    if getattr(e, "saved", False):
+        summary = RunDirectory(run_dir).read_summary() or {}
+        at = f" at step {summary['step']} ({summary['epochs']} epochs done)" if "step" in summary else ""
+        return f"{run_dir}: {e}, checkpoint {run_dir / 'checkpoints' / 'last.pt'} saved{at}: {again}"
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        return f"{run_dir}: {e}; its last checkpoint is kept: {again}"
+    fresh = "run the same command again (the job starts from the beginning)" if in_sweep else \
+        "start it again in a fresh directory"
+    return f"{run_dir}: {e}, before its first checkpoint: {fresh}"
 
 
 def _measurements(trainer: Trainer | None, task: Any, started: float,

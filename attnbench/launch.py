@@ -148,20 +148,27 @@ def join_torchrun(device: str) -> None:
             _quiet()
 
 
-def agreed_directories(cfg: DictConfig) -> list[str]:
-    """Under torchrun, overrides that give every rank rank 0's run and sweep directories (each process
-    resolves Hydra's ``${now:}`` at its own time); nothing otherwise. ``cfg`` has its Hydra node."""
+def agreed_directories(cfg: DictConfig) -> tuple[str, str]:
+    """The run and sweep directories of a composed job (with its Hydra node), resolved once: ``${now:}`` is
+    read here and ``directory_overrides`` hands the result to Hydra, so the directory the CLI checked and
+    locked is the one Hydra writes in. Under torchrun every rank takes rank 0's (each process would resolve
+    ``${now:}`` at its own time)."""
     from .engine import distributed
 
+    found = str(cfg.hydra.run.dir), str(cfg.hydra.sweep.dir)
     if not distributed.current().distributed:
-        return []
-    run_dir, sweep_dir = distributed.broadcast_object([str(cfg.hydra.run.dir), str(cfg.hydra.sweep.dir)])
-    return [f"hydra.run.dir={_override_value(run_dir)}", f"hydra.sweep.dir={_override_value(sweep_dir)}"]
+        return found
+    run_dir, sweep_dir = distributed.broadcast_object(list(found))
+    return run_dir, sweep_dir
 
 
-def _override_value(text: str) -> str:
+def directory_overrides(run_dir: str, sweep_dir: str) -> list[str]:
+    return [f"hydra.run.dir={override_value(run_dir)}", f"hydra.sweep.dir={override_value(sweep_dir)}"]
+
+
+def override_value(text: str) -> str:
     """``text`` as a Hydra override value (quoted when it holds characters the grammar would read)."""
-    if re.fullmatch(r"[\w./:+-]+", text):
+    if re.fullmatch(r"[\w./:+-]+", text, re.ASCII):  # the grammar's unquoted characters: ASCII only
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -191,8 +198,10 @@ def _pin(cfg: DictConfig, job_number: int, n_jobs: int) -> None:
         torch.cuda.set_device(job_number % torch.cuda.device_count())  # trainer.device=auto|cuda uses it
 
 
-def _drop_log_file() -> None:
-    """Other ranks leave ``train.log`` to rank 0 (Hydra gave every process the handler; it opens lazily)."""
+def drop_log_file() -> None:
+    """Close and drop the root logger's file handlers: other ranks leave ``train.log`` to rank 0 (Hydra gave
+    every process the handler; it opens lazily), and a job that ends takes its ``train.log`` with it, so what
+    is logged after it (the next job's launch) does not land there."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
         root.removeHandler(handler)
@@ -224,7 +233,7 @@ def job(cfg: DictConfig, hydra_cfg: DictConfig) -> Iterator[None]:
     if "JoblibLauncher" in str(hydra_cfg.launcher.get("_target_", "")):
         _pin(cfg, hydra_cfg.job.num, hydra_cfg.launcher.n_jobs)
     if process_rank() != 0:
-        _drop_log_file()
+        drop_log_file()
         if started_group:
             from .track.console import console
 

@@ -8,6 +8,7 @@ and modification time) is compared before and after each mistake.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -36,7 +37,26 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "images" / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (root / "reviews.csv").write_text("body,stars\ngreat food,5\nawful service,1\nfine,3\n")
     (root / "not_a_run").mkdir()
+    (root / "cats,dogs").mkdir()
+    _write_cifar(root / "cifar_meta_payload", meta={"label_names": _Payload()})
+    _write_cifar(root / "cifar_batch_payload", batch={"data": _Payload(), "labels": [0]})
+    _write_cifar(root / "cifar_not_a_dict", meta=["airplane", "automobile"])
+    _write_cifar(root / "cifar_wrong_shape", batch={"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 0, 1]})
     return root
+
+
+def _write_cifar(root: Path, meta: object = None, batch: object = None) -> None:
+    """A torchvision cifar-10-batches-py folder of 4-image batches, with ``meta`` or the first batch replaced."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(names):
+        content = {"batch_label": name, "data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+                   "labels": [0, 1, 0, 1], "filenames": [f"{j}.png" for j in range(4)]}
+        (folder / name).write_bytes(pickle.dumps(batch if batch is not None and i == 0 else content, protocol=2))
+    meta = meta if meta is not None else {"label_names": ["airplane", "automobile"], "num_cases_per_batch": 4}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
 
 def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -71,7 +91,27 @@ CATALOGUE = {
     "heads not dividing the width": (["data=reviews", "model=mha", "model.heads=5"],
                                      "heads=5 does not divide the width 128"),
     "impossible pooling size": (["model=kmax", "model.k=17"], "k=17 is larger than the 16 positions it pools"),
-    "missing data path": (["data=image_folder", "data.path=nowhere"], "data.path=nowhere is not a folder"),
+    "missing data path": (["data=image_folder", "data.path=nowhere"], "data.path=nowhere does not exist"),
+    "a data path that is a file": (["data=image_folder", "data.path=reviews.csv"],
+                                   "data.path=reviews.csv is not a folder"),
+    "a missing data path in job 2 of a grid": (["-m", "data=image_folder", "data.path=images,nowhere"],
+                                               "data=image_folder,data.path=nowhere: data.path=nowhere does not "
+                                               "exist"),
+    "a path with letters outside ASCII": (["data=image_folder", "data.path=bilder/größe"],
+                                          "must be quoted; type 'data.path=\"bilder/größe\"'"),
+    "a path with a comma": (["data=image_folder", "data.path=cats,dogs"],
+                            "names a path with a comma, which Hydra reads as several values; quote it: "
+                            "'data.path=\"cats,dogs\"'"),
+    "a comma without -m": (["seed=1,2"], "add -m to run a grid, or, if the comma is part of one value, quote it"),
+    "a wrong device": (["trainer.device=banana"], "trainer.device must be auto, cpu, cuda, cuda:N or mps"),
+    "a validation fraction of 1": (["data.val_fraction=1.0"], "data.val_fraction must be in [0, 1), got 1.0"),
+    "a validation fraction that is not a number": (["data.val_fraction=abc"],
+                                                   "data.val_fraction must be a number, got 'abc'"),
+    "a reduction that is not a number": (["model.reduction=abc"], "model.reduction must be a whole number"),
+    "fractions that leave no training data": (["data.test_fraction=0.95"], "leave nothing to train on"),
+    "a negative seed": (["seed=-1"], "seed must be in [0, 4294967295], got -1"),
+    "a dropout of 1.5": (["data=reviews", "model=mha", "model.dropout=1.5"], "model.dropout must be in [0, 1)"),
+    "an unknown W&B mode": (["logger.mode=sometimes"], "logger.mode=sometimes is not one of auto, online"),
     "empty data folder": (["data=image_folder", "data.path=empty"], "empty/train holds no images"),
     "corrupt image": (["data=image_folder", "data.path=images"], "cannot decode images/train/cat/broken.jpg"),
     "CSV without the named column": (["data=text_file", "data.path=reviews.csv", "data.label_column=stars"],
@@ -80,6 +120,20 @@ CATALOGUE = {
                              "data.label_column=stars", "data.classes=[1,5]"],
                             "row 3 has label '3', which is not one of the declared classes 1, 5"),
     "resume a folder that is not a run": (["resume=not_a_run"], "not_a_run is not an attnbench run directory"),
+    "a new run in a finished run's directory": (["hydra.run.dir=run", "model=se"],
+                                                "hydra.run.dir=run already holds a run"),
+    "a new run in a finished run's directory, same settings": (["hydra.run.dir=other", "model=se"],
+                                                               "continue that run with `attnbench train resume=other`"),
+    "a grid in a single run's directory": (["-m", "seed=1,2", "hydra.sweep.dir=run"],
+                                           "hydra.sweep.dir=run holds a single run, not a grid"),
+    "a CIFAR folder whose batches.meta runs code": (["data=cifar", "data.root=cifar_meta_payload"],
+                                                    "it names posix.system, which a CIFAR batch never holds"),
+    "a CIFAR folder whose data batch runs code": (["data=cifar", "data.root=cifar_batch_payload"],
+                                                  "data_batch_1 is not a CIFAR batch: it names posix.system"),
+    "a CIFAR batches.meta that is not a dict": (["data=cifar", "data.root=cifar_not_a_dict"],
+                                                "batches.meta is not a CIFAR batch: it holds a list, not a dict"),
+    "a CIFAR batch of the wrong shape": (["data=cifar", "data.root=cifar_wrong_shape"],
+                                         "'data' must be a uint8 array of N rows of 3072 bytes"),
     "resume with other overrides": (["resume=run", "trainer.lr=0.1"], "resume=DIR takes no other overrides"),
 }
 
@@ -91,6 +145,7 @@ def test_mistake_is_refused_in_one_line(workspace: Path, case: str) -> None:
     line = _refused(workspace, "train", *quiet, *args)
     assert message in line, line
     assert not (workspace / "outputs").exists()
+    assert not list(workspace.rglob("PWNED"))  # no code from a crafted file ran
 
 
 class _Payload:
@@ -131,3 +186,40 @@ def test_crafted_pickle_in_a_checkpoint_executes_nothing(workspace: Path) -> Non
     assert "cannot be loaded" in _refused(workspace, "train", "resume=crafted")
     assert "cannot be loaded" in _refused(workspace, "eval", "crafted")
     assert not list(workspace.rglob("PWNED"))
+
+
+def test_resume_of_a_checkpoint_missing_a_key_keeps_the_interrupted_summary(workspace: Path) -> None:
+    run = _interrupted_copy(workspace, "incomplete")
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    del last["optimizer"]
+    torch.save(last, run / "checkpoints" / "last.pt")  # the fingerprint still matches
+    (run / "summary.json").write_text('{"status": "interrupted"}\n')
+    line = _refused(workspace, "train", "resume=incomplete")
+    assert "cannot be resumed: it lacks optimizer" in line, line
+    assert (run / "summary.json").read_text() == '{"status": "interrupted"}\n'
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_resume_of_a_run_this_user_may_not_write_is_refused(workspace: Path) -> None:
+    run = _interrupted_copy(workspace, "read_only")
+    run.chmod(0o555)
+    try:
+        line = _refused(workspace, "train", "resume=read_only")
+    finally:
+        run.chmod(0o755)
+    assert "cannot write in read_only: permission denied" in line, line
+
+
+def test_compare_skips_a_summary_whose_seed_is_a_list(workspace: Path) -> None:
+    import json
+
+    run = workspace / "seed_list"
+    shutil.copytree(workspace / "run", run)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "seed": [0, 1]}))
+    before = _snapshot(workspace)
+    result = attnbench("compare", "run", "seed_list", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "skipped seed_list/summary.json: unusable: its seed is [0, 1], not a whole number" in result.stderr
+    assert _snapshot(workspace) == before

@@ -45,7 +45,7 @@ def test_the_whole_image_grid_trains_with_complete_summaries(tmp_path: Path):
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model=kmax", "model.k=17"], "model=kmax does not fit backbone=smallcnn on data=digits: kmax: k=17 is "
                                    "larger than the 16 positions it pools"),
-    (["model=se", "model.reduction=0"], "model=se: reduction must be at least 1, got 0"),
+    (["model=se", "model.reduction=0"], "model.reduction must be at least 1, got 0 (model=se)"),
 ])
 def test_impossible_hyperparameters_end_with_one_line(tmp_path: Path, overrides: list[str], message: str):
     result = attnbench("train", "data=digits", "logger=none", *overrides, cwd=tmp_path)

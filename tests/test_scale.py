@@ -152,8 +152,8 @@ def test_only_rank_zero_writes_hydra_files(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("RANK", "0")
     assert launch._rank_zero(".hydra") == ".hydra"
     plain = "outputs/runs/2026-01-01/12-00-00-000001"
-    assert launch._override_value(plain) == plain
-    assert launch._override_value("my runs/it's") == "'my runs/it\\'s'"
+    assert launch.override_value(plain) == plain
+    assert launch.override_value("my runs/it's") == "'my runs/it\\'s'"
 
 
 @pytest.mark.gpu

@@ -129,6 +129,10 @@ def _summary_problem(summary: Any) -> str | None:
     missing = [k for k in REQUIRED if k not in summary]
     if missing:
         return f"it lacks {', '.join(missing)}"
+    for key, kind, what in (("status", str, "a string"), ("data", str, "a string"), ("model", str, "a string"),
+                            ("seed", int, "a whole number")):
+        if not isinstance(summary[key], kind) or isinstance(summary[key], bool):
+            return f"its {key} is {json.dumps(summary[key])[:40]}, not {what}"
     primary = summary["primary"]
     if summary["status"] == "completed":
         if not isinstance(primary, dict) or not isinstance(primary.get("value"), (int, float)) \

@@ -5,6 +5,7 @@ into train / val / test, small enough to live on the device as a whole.
 
 from __future__ import annotations
 
+import codecs
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,33 +89,103 @@ def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_see
                      _split(images, labels, test), [str(d) for d in range(10)])
 
 
-def _read_torchvision_cifar(folder: Path, label_key: str) -> tuple[Arrays, list[str]]:
-    """The pickled batches torchvision downloads (``cifar-10-batches-py`` or ``cifar-100-python``)."""
-    def unpickle(path: Path) -> dict:
-        if not path.exists():
-            raise UserError(f"{path} is missing: data.root must hold the torchvision CIFAR folder")
-        try:
-            with path.open("rb") as f:
-                return pickle.load(f, encoding="latin1")
-        except Exception as e:
-            raise UserError(f"{path} is not a readable CIFAR batch ({type(e).__name__})") from e
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Loads only what torchvision's CIFAR batches hold: dicts, lists, str/bytes/int and numpy arrays.
 
+    ``pickle.load`` would call any function a file names (a crafted ``batches.meta`` runs code the moment it
+    is read); this unpickler resolves only numpy's array and scalar reconstructors, ``numpy.dtype`` and
+    ``_codecs.encode`` (how protocol 2 writes bytes), and refuses every other global before it is imported.
+    """
+
+    # (module, name) as the pickles of numpy 1.x (numpy.core) and 2.x (numpy._core) name them
+    ALLOWED = {
+        **{(module, "_reconstruct"): np.zeros(1).__reduce__()[0]
+           for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+        **{(module, "scalar"): np.int64(0).__reduce__()[0]
+           for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        allowed = self.ALLOWED.get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+        return allowed
+
+
+def _unpickle_cifar(path: Path) -> dict:
+    """One torchvision CIFAR file (a pickled dict), read with ``_DataOnlyUnpickler``; its keys as str."""
+    if not path.exists():
+        raise UserError(f"{path} is missing: data.root must hold the torchvision CIFAR folder")
+    try:
+        with path.open("rb") as f:
+            content = _DataOnlyUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{path} is not a CIFAR batch: {e}; it was not loaded (replace the folder with "
+                        f"torchvision's download)") from None
+    except Exception as e:
+        raise UserError(f"{path} is not a readable CIFAR batch ({type(e).__name__}); replace the folder with "
+                        f"torchvision's download") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{path} is not a CIFAR batch: it holds a {type(content).__name__}, not a dict")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
+
+
+def _cifar_field(content: dict, key: str, path: Path) -> object:
+    if key not in content:
+        keys = ", ".join(sorted(map(str, content))) or "none"
+        raise UserError(f"{path} is not a CIFAR batch: it has no {key!r} entry (its entries: {keys})")
+    return content[key]
+
+
+def _cifar_names(content: dict, key: str, path: Path) -> list[str]:
+    names = _cifar_field(content, key, path)
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (str, bytes)) for n in names):
+        raise UserError(f"{path}: {key!r} must be a list of class names")
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+
+
+def _cifar_batch(content: dict, label_key: str, classes: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's images (N, 3, 32, 32) and labels, checked against the layout torchvision's files have."""
+    data, labels = _cifar_field(content, "data", path), _cifar_field(content, label_key, path)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise UserError(f"{path}: 'data' must be a uint8 array of N rows of 3072 bytes (32×32 RGB), found {shape}")
+    if isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu":
+        labels = labels.astype(np.int64)
+    elif isinstance(labels, (list, tuple)) and all(type(v) is int for v in labels):
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    else:
+        raise UserError(f"{path}: {label_key!r} must be a list of integer labels")
+    if len(labels) != len(data):
+        raise UserError(f"{path}: {len(data)} images but {len(labels)} labels in {label_key!r}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise UserError(f"{path}: labels must lie in 0..{classes - 1} (one per class name), found "
+                        f"{labels.min()}..{labels.max()}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _read_torchvision_cifar(folder: Path, label_key: str) -> tuple[Arrays, list[str]]:
+    """The pickled batches torchvision downloads (``cifar-10-batches-py`` or ``cifar-100-python``), read as
+    data only (``_DataOnlyUnpickler``) and checked entry by entry."""
     if (folder / "batches.meta").exists():  # CIFAR-10
-        names = unpickle(folder / "batches.meta")["label_names"]
+        meta_path = folder / "batches.meta"
+        names = _cifar_names(_unpickle_cifar(meta_path), "label_names", meta_path)
         parts = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
         label_key = "labels"
     else:  # CIFAR-100
-        meta = unpickle(folder / "meta")
-        names = meta["fine_label_names" if label_key == "fine_label" else "coarse_label_names"]
+        meta_path = folder / "meta"
+        key = "fine_label_names" if label_key == "fine_label" else "coarse_label_names"
+        names = _cifar_names(_unpickle_cifar(meta_path), key, meta_path)
         parts = {"train": ["train"], "test": ["test"]}
         label_key = "fine_labels" if label_key == "fine_label" else "coarse_labels"
     splits = {}
     for split, files in parts.items():
-        batches = [unpickle(folder / f) for f in files]
-        images = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
-        labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
-        splits[split] = (images, labels)
-    return splits, list(names)
+        batches = [_cifar_batch(_unpickle_cifar(folder / f), label_key, len(names), folder / f) for f in files]
+        splits[split] = (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
+    return splits, names
 
 
 def _read_hub_cifar(hub_id: str, image_column: str, label_column: str) -> tuple[Arrays, list[str]]:

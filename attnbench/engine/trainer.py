@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import resource
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..attention import aux_losses
 from ..config import TrainerConfig
 from ..errors import UserError
+from ..signals import Interrupted, StopSignals, stop_signals
 from ..track import Logger, RunDirectory
 from ..track.console import TrainingProgress, info
 from . import distributed
@@ -35,14 +35,6 @@ from .optim import build_optimizer, build_schedule
 from .protocol import Task
 
 REFRESH_S = 1.0  # longest wait between progress-bar updates, whatever trainer.log_every is
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint was saved. ``signum`` says which."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
 
 
 class NonFiniteLoss(UserError):
@@ -111,35 +103,32 @@ def forward_flops(fn: Callable[[], Any]) -> float | None:
 
 def check_fingerprint(checkpoint: dict[str, Any], fingerprint: str, path: Any) -> None:
     """Refuse a checkpoint written by another configuration (its weights would not fit, or not mean the same)."""
-    if checkpoint.get("fingerprint") != fingerprint:
+    if not isinstance(checkpoint, dict) or checkpoint.get("fingerprint") != fingerprint:
         raise UserError(f"checkpoint {path} comes from another configuration (data, backbone, model or seed "
                         f"differ); use it only with the run that wrote it, or start a new run")
 
 
-class StopSignals:
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks between steps; a second one acts at once.
+# what ``Trainer._checkpoint`` writes and ``Trainer.restore`` reads, entry by entry
+RESUME_ENTRIES: dict[str, type | tuple[type, ...]] = {
+    "model": dict, "optimizer": dict, "schedule": dict, "rng": dict, "task": dict, "state": dict,
+    "train_time": (int, float), "train_samples": int, "fingerprint": str}
 
-    In a submitit job its preemption/time-limit signal is caught too, so the job saves its checkpoint before
-    submitit requeues it.
-    """
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        signal.signal(signum, self._previous[signum])
-
-    def __enter__(self) -> StopSignals:
-        preemption = distributed.preemption_signal()
-        for s in (signal.SIGINT, signal.SIGTERM, *([preemption] if preemption else [])):
-            self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+def check_resumable(checkpoint: dict[str, Any], fingerprint: str, path: Any) -> None:
+    """Refuse, before anything is written, a ``last.pt`` a resume could not use: another configuration's, or
+    one missing an entry the trainer restores (a damaged or hand-made file)."""
+    check_fingerprint(checkpoint, fingerprint, path)
+    missing = [k for k, kind in RESUME_ENTRIES.items() if not isinstance(checkpoint.get(k), kind)]
+    state = checkpoint.get("state")
+    if isinstance(state, dict):
+        missing += [f"state.{k}" for k in TrainState.__dataclass_fields__ if k not in state]
+        missing += [f"state.{k} (unknown)" for k in state if k not in TrainState.__dataclass_fields__]
+    rng = checkpoint.get("rng")
+    if isinstance(rng, dict) and not isinstance(rng.get("torch"), Tensor):
+        missing.append("rng.torch")
+    if missing:
+        raise UserError(f"checkpoint {path} cannot be resumed: it lacks {', '.join(missing)} (it was damaged or "
+                        f"not written by attnbench's trainer); start the run again in a fresh directory")
 
 
 class Trainer:
@@ -198,7 +187,15 @@ class Trainer:
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
-        check_fingerprint(checkpoint, self.fingerprint, self.run.last)
+        check_resumable(checkpoint, self.fingerprint, self.run.last)
+        try:
+            self._restore(checkpoint)
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"checkpoint {self.run.last} does not fit this run ({type(e).__name__}: {first}); "
+                            f"start the run again in a fresh directory") from e
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.task.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.schedule.load_state_dict(checkpoint["schedule"])
@@ -278,7 +275,7 @@ class Trainer:
         steps_per_epoch = task.steps_per_epoch()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        with StopSignals() as stop, TrainingProgress(cfg.epochs * steps_per_epoch, cfg.epochs) as bar:
+        with stop_signals(polling=True) as stop, TrainingProgress(cfg.epochs * steps_per_epoch, cfg.epochs) as bar:
             for epoch in range(self.state.epoch, cfg.epochs):
                 train_metrics = self._train_epoch(epoch, stop, bar)
                 distributed.broadcast_buffers(self.task.model)
@@ -290,7 +287,7 @@ class Trainer:
                 self.save_last()
                 signum = self._stop_requested(stop, at_sync=True)  # arrived during validation
                 if signum is not None:
-                    raise Interrupted(signum)
+                    raise Interrupted(signum, saved=True)
 
     def _train_epoch(self, epoch: int, stop: StopSignals, bar: TrainingProgress) -> dict[str, float]:
         model, task = self.task.model, self.task
@@ -330,7 +327,7 @@ class Trainer:
                 self.state.epoch_loss, *aux = sums.tolist()
                 self.state.epoch_aux = dict(zip(names, aux))
                 self.save_last()
-                raise Interrupted(signum)
+                raise Interrupted(signum, saved=True)
         self._flush(window, epoch, bar, samples / max(time.perf_counter() - started, 1e-9))
         if not warmup_left:
             self.train_time += time.perf_counter() - started

@@ -30,6 +30,7 @@ from .classify import ClassifyTask
 from .fewshot import FewShotTask
 from .rate import RateTask
 from .shapes import attention_record
+from .values import SEED, check_values
 
 # task family -> class; ``data.task`` in a data config picks one
 TASKS: dict[str, type] = {
@@ -60,6 +61,8 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     """
     check_trainer(cfg.trainer)
     check_logger(cfg.logger)
+    if not SEED.holds(cfg.seed):
+        raise UserError(f"seed must be {SEED}, got {cfg.seed}")
     cls = task_class(cfg, choices)
     loader = LOADERS.get(cfg.data.name)
     if loader is None:
@@ -73,6 +76,7 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     settings.pop("name")
     given_by_task = ("slots", *cls.backbone_inputs)
     check_keys(settings, [p for p in parameters(backbone) if p not in given_by_task], label)
+    check_values(backbone, settings, label)
     # slots the task fills itself (few-shot's pair slot, between query and class maps) are offered too
     offered = (*backbone_slots(backbone, settings), *getattr(cls, "task_slots", ()))
     attention_slots(cfg.model, offered, label, family_slots())

@@ -19,6 +19,7 @@ from ..attention import VARIANTS, Variant
 from ..backbones import BACKBONES, SlotFactory
 from ..errors import UserError
 from ..plugins import entry_points, import_target, plugin_backbone, plugin_variant, variant_from
+from .values import check_values
 
 
 def plain(cfg: DictConfig | Mapping | None) -> dict[str, Any]:
@@ -116,6 +117,7 @@ def attention_slots(model_cfg: DictConfig | Mapping, offered: tuple[str, ...], w
     label = f"model={v.name}"
     # the leading parameters are sizes the backbone or task gives: the width (a pair module: also positions)
     check_keys(cfg, parameters(cls)[SIZE_ARGUMENTS.get(usable[0], 1):], label)
+    check_values(cls, cfg, label)
     return {usable[0]: functools.partial(_build_module, cls, cfg, label)}
 
 
@@ -169,5 +171,6 @@ def data_kwargs(data_cfg: DictConfig | Mapping, loader: Callable, task_keys: Ite
     cfg.pop("task", None)
     task_keys = list(task_keys)
     check_keys(cfg, [*parameters(loader), *task_keys], label)
+    check_values(loader, {k: v for k, v in cfg.items() if k not in task_keys}, label)
     task = {k: cfg.pop(k) for k in task_keys if k in cfg}
     return cfg, task
