@@ -471,7 +471,7 @@ def test_unequal_budgets_warn_and_bad_selections_are_one_line(tmp_path: Path) ->
     text = attnbench("compare", str(sweep), "--format", "markdown", cwd=tmp_path, check=True).stdout
     assert "unequal tuning budget: none (2) had fewer trials than the 3 of the others" in text
     for option, message in ((["--select", "val/bleu"], "--select val/bleu: not among the runs' metrics"),
-                            (["--select", "test/acc"], "choosing by a test metric"),
+                            (["--select", "test/acc"], "--select test/acc: choosing by a test metric"),
                             (["--tune", "model.k"], "--tune model.k: not a setting that varies")):
         result = attnbench("compare", str(sweep), *option, cwd=tmp_path)
         assert result.returncode == 2 and result.stderr.startswith(f"error: {message}"), result.stderr

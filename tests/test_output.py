@@ -34,6 +34,7 @@ def test_compare_table_fits_80_100_and_120_columns(tmp_path: Path) -> None:
         assert "…" not in out and max(len(line) for line in out.splitlines()) <= columns, (columns, out)
         assert "0.9600 ± 0.0100" in out and "baseline" in out  # the primary metric and Δ always stay
     narrow = " ".join(attnbench("compare", str(sweep), cwd=tmp_path, env={"COLUMNS": "80"}).stdout.split())
-    assert "80 columns: left out 95% CI, p (Welch), FLOPs/sample, train samples/s, peak MB, wall s" in narrow
+    assert ("80 columns: left out vs, test, p, P(>), params, attn params, head params, FLOPs/sample, train samples/s, "
+            "peak MB, wall s") in narrow  # the interval and the corrected p stay longest
     wide = attnbench("compare", str(sweep), cwd=tmp_path, check=True).stdout  # piped, no COLUMNS: every column
     assert "wall s" in wide and "left out" not in wide
