@@ -476,9 +476,9 @@ def test_unequal_budgets_warn_and_bad_selections_are_one_line(tmp_path: Path) ->
         result = attnbench("compare", str(sweep), *option, cwd=tmp_path)
         assert result.returncode == 2 and result.stderr.startswith(f"error: {message}"), result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    rows = md_rows(attnbench("compare", str(sweep), "--tune", "none", "--format", "markdown", cwd=tmp_path,
-                             check=True).stdout)
-    assert len(rows) == 5  # every (model, lr) its own row: 5 of them, as tuned here
+    untuned = json.loads(attnbench("compare", str(sweep), "--tune", "none", "--format", "json", cwd=tmp_path,
+                                   check=True).stdout)["data_sets"][0]
+    assert untuned["keys"] == ["model", "trainer.lr"] and len(untuned["rows"]) == 5  # every (model, lr) a row
 
 
 def test_a_nan_primary_is_never_averaged_or_ranked(tmp_path: Path) -> None:
