@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
-
 from .errors import UserError
 
 
@@ -79,6 +77,8 @@ def register_schemas() -> None:
     """Make ``schema`` available to ``conf/config.yaml``'s defaults list (first entry), the launcher
     plugins' schemas to the launcher configs in ``conf/hydra/launcher/``, and the model and backbone configs
     of installed plugins to their groups."""
+    from hydra.core.config_store import ConfigStore  # here, not at the top: `attnbench --help` imports no Hydra
+
     from .plugins import register_configs
 
     ConfigStore.instance().store(name="schema", node=Config)
@@ -94,6 +94,7 @@ def register_launcher_schemas() -> None:
     of that name replaces them (Hydra would otherwise also match the YAML against its namesake, a
     deprecated automatic schema match that clashes with the defaults list). A plugin that is not installed
     gets an empty placeholder, so the configs still compose and the pre-flight check can say what to install."""
+    from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
 
     Plugins.instance()  # Hydra's plugin scan (re)runs the plugins' config modules once per process: first

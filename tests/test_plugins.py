@@ -166,7 +166,7 @@ def test_timm_resnet18_with_cbam_in_its_attention_hook(tmp_path: Path):
 
     data = image_folder(tmp_path / "images")
     result = attnbench("train", "backbone=timm", "backbone.model_name=resnet18", "model=cbam", "data=image_folder",
-                       "data.image_size=64",  # resnet18 reduces 32×32 to 1×1: a spatial gate over one position is refused
+                       "data.image_size=64",  # resnet18 leaves 32×32 images a 1×1 map: CBAM's spatial gate is refused
                        f"data.path={data}", "logger=none", "trainer.epochs=1", "trainer.batch_size=8",
                        cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -152,11 +152,11 @@ def survey(model: nn.Module, forward: Callable[[], Any], kinds: tuple[type, ...]
     ``kinds`` (outermost ones: a variant's own parts are not listed apart) and say, per module in model
     order, what its first call weighed over, whether that reduces it to a simpler variant, and its
     parameter count. A module the pass never called has ``over`` empty."""
-    found: list[tuple[str, Attention]] = []
-    for name, module in attention_modules(model):
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():  # a plug-in may be a plain nn.Module: found, not probed
         if isinstance(module, kinds) and not any(name.startswith(f"{outer}.") for outer, _ in found):
             found.append((name, module))
-    records = {name: {"module": name, "slot": module.slot, "over": {}, "reduces_to": None,
+    records = {name: {"module": name, "slot": getattr(module, "slot", "plug-in"), "over": {}, "reduces_to": None,
                       "params": sum(p.numel() for p in module.parameters())} for name, module in found}
 
     def hook(name: str) -> Callable:
@@ -167,7 +167,8 @@ def survey(model: nn.Module, forward: Callable[[], Any], kinds: tuple[type, ...]
                 entry["reduces_to"] = module.reduction(entry["over"])
         return record
 
-    handles = [module.register_forward_pre_hook(hook(name), with_kwargs=True) for name, module in found]
+    handles = [module.register_forward_pre_hook(hook(name), with_kwargs=True) for name, module in found
+               if isinstance(module, Attention)]  # only Attention says what it weighs over
     try:
         forward()
     finally:

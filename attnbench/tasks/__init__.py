@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..attention import VARIANTS, survey
+from ..attention import survey
 from ..config import check_logger, check_trainer
 from ..data import LOADERS
 from ..errors import UserError
@@ -24,6 +24,7 @@ from .build import (
     fits_task,
     parameters,
     plain,
+    variant_classes,
 )
 from .caption import CaptionTask
 from .classify import ClassifyTask
@@ -92,7 +93,7 @@ def build_task(cfg: DictConfig, choices: dict[str, str]):
     task = task_class(cfg, choices)(cfg, choices, family_slots())
     batch, _ = task.example_batch(limit=2)
     task.model.eval()
-    kinds = tuple(VARIANTS[cfg.model.name].modules.values())
+    kinds = tuple(variant_classes(cfg.model))
     try:
         with torch.no_grad():
             modules = survey(task.model, lambda: task.predict(task.model, batch), kinds)

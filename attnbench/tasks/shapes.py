@@ -39,7 +39,9 @@ def summary_line(variant: str, modules: list[dict[str, Any]]) -> str:
         where = f"{len(group)} {slot} slots" if len(group) > 1 else f"the {slot} slot"
         overs = dict.fromkeys(k for m in group for k in m["over"])
         counts = ", ".join(f"{k} {_span([m['over'][k] for m in group if k in m['over']])}" for k in overs)
-        parts.append(f"{where}: {counts or 'not reached by a forward pass'}")
+        silent = "plain nn.Modules, which do not say what they weigh" if slot == "plug-in" else \
+            "not reached by a forward pass"
+        parts.append(f"{where}: {counts or silent}")
     params = sum(m["params"] for m in modules)
     return f"{variant} in {'; '.join(parts)} ({params:,} parameters)"
 
