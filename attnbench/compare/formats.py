@@ -122,8 +122,7 @@ def title(c: Comparison) -> str:
 
 
 def status_line(c: Comparison) -> str:
-    completed = sum(len(t.runs) for row in c.rows for t in row.trials)
-    counts = Counter(["completed"] * completed + [r.status for r in c.not_completed])
+    counts = Counter(["completed"] * (c.n_runs - len(c.not_completed)) + [r.status for r in c.not_completed])
     parts = [f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "completed", kv[0]))]
     chosen = f" ({sum(row.n for row in c.rows)} of them in the chosen settings)" if c.tuning else ""
     return f"{c.n_runs} runs: {', '.join(parts)}{chosen}"
