@@ -193,18 +193,6 @@ class Settings:
 # ----------------------------------------------------------------------------------------------- 1. step cost
 
 
-@contextmanager
-def _composer() -> Iterator[Callable[..., Any]]:
-    from hydra import compose, initialize_config_dir
-
-    from .cli import conf_dir
-    from .config import register_schemas
-
-    register_schemas()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="bench"):
-        yield lambda overrides: compose("config", overrides=overrides, return_hydra_config=True)
-
-
 @dataclass
 class Setup:
     """A variant built the way ``attnbench train`` builds it: task, trainer (placed, with its optimiser)."""
@@ -219,6 +207,7 @@ def build(variant: str, settings: Settings) -> Setup:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from .config import composer
     from .engine import Trainer
     from .job import fingerprint, seed_everything
     from .tasks import build_task
@@ -227,7 +216,7 @@ def build(variant: str, settings: Settings) -> Setup:
     overrides = ["data=synthetic", "logger=none", f"model={variant}", f"trainer.device={settings.device}",
                  *settings.overrides]
     try:
-        with _composer() as compose:
+        with composer("bench") as compose:
             batch = compose(overrides).trainer.batch_size
             overrides.append(f"data.train_size={batch * settings.overhead_steps}")
             cfg = compose(overrides)

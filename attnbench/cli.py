@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from omegaconf import DictConfig
 
 # OpenMP's idle threads spin by default. On a CPU shared with other jobs (CI, parallel sweeps, a laptop) the
@@ -177,15 +179,15 @@ def _with_search_path(overrides: list[str], config_dirs: list[str]) -> list[str]
     return [*kept, f"hydra.searchpath=[{','.join(entries)}]"]
 
 
-def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+def expand_jobs(compose: Callable[[list[str]], DictConfig], overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override lists of every job the command would run, expanded as Hydra's basic sweeper does
-    (sweep parameters of an experiment config first, the command line after)."""
-    from hydra import compose
+    (sweep parameters of an experiment config first, the command line after); ``compose`` is a
+    ``config.composer``'s."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    # glob(...) lists a group's options through the config loader (of the initialize_config_dir around us)
+    # glob(...) lists a group's options through the config loader (of the composer around us)
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     parsed = parser.parse_overrides(overrides)
     for o in parsed:
@@ -201,7 +203,7 @@ def expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
             raise ValueError(f"{swept[0]} sweeps several values: add -m to run a grid{also}")
         return [overrides]
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    params = compose("config", overrides=fixed, return_hydra_config=True).hydra.sweeper.params or {}
+    params = compose(fixed).hydra.sweeper.params or {}
     parsed = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
     return BasicSweeper.split_arguments(parsed, None)[0]
 
@@ -210,21 +212,19 @@ def expand_globs(overrides: list[str]) -> tuple[list[str], list[str]]:
     """``model=glob(s*)`` as the explicit list of the options it matches that fit the rest of the command
     (``model=se,stochastic,sum`` on digits), and a note for each option left out: a glob asks for "every
     variant like this", not for the ones with no slot in the task. Other overrides stay as typed."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ValueType
 
-    from .config import register_schemas
+    from .config import composer
 
     if not any("glob(" in o for o in overrides):
         return overrides, []
     from .errors import UserError
     from .tasks import check
 
-    register_schemas()
     out, notes = [], []
-    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="train"):
+    with composer() as compose:
         parsed = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()).parse_overrides(overrides)
         fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
         for o in parsed:
@@ -234,7 +234,7 @@ def expand_globs(overrides: list[str]) -> tuple[list[str], list[str]]:
             key, kept, left = o.get_key_element(), [], []
             for value in o.sweep_string_iterator():
                 try:
-                    cfg = compose("config", overrides=[*fixed, f"{key}={value}"], return_hydra_config=True)
+                    cfg = compose([*fixed, f"{key}={value}"])
                     check(cfg, dict(cfg.hydra.runtime.choices))
                     kept.append(value)
                 except UserError:
@@ -252,24 +252,22 @@ def expand_globs(overrides: list[str]) -> tuple[list[str], list[str]]:
 def compose_jobs(overrides: list[str], multirun: bool) -> list[tuple[str, DictConfig]]:
     """(prefix for messages, composed config with its Hydra node) of every job; a UserError naming the first
     that does not compose, or that adds a key (``+trainer.foo=1``) the trainer or logger schema lacks."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from .config import check_schema_keys, register_schemas
+    from .config import check_schema_keys, composer
     from .errors import UserError
 
-    register_schemas()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="train"):
+    with composer() as compose:
         try:
-            jobs = expand_jobs(overrides, multirun)
+            jobs = expand_jobs(compose, overrides, multirun)
         except (HydraException, OmegaConfBaseException, ValueError) as e:
             raise UserError(_composition_error(e, overrides, multirun)) from None
         composed = []
         for job in jobs:
             prefix = f"job {','.join(job)}: " if len(jobs) > 1 else ""
             try:
-                cfg = compose("config", overrides=job, return_hydra_config=True)
+                cfg = compose(job)
                 check_schema_keys(cfg)
             except (HydraException, OmegaConfBaseException) as e:
                 raise UserError(prefix + _composition_error(e, job)) from None
@@ -492,10 +490,10 @@ def train(args: list[str]) -> int:
 
 def _first_job(overrides: list[str], multirun: bool):
     """The first job's configuration, with its Hydra node (already checked by ``preflight``)."""
-    from hydra import compose, initialize_config_dir
+    from .config import composer
 
-    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="train"):
-        return compose("config", overrides=expand_jobs(overrides, multirun)[0], return_hydra_config=True)
+    with composer() as compose:
+        return compose(expand_jobs(compose, overrides, multirun)[0])
 
 
 def _run_config(run_dir: Path):

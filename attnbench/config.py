@@ -6,6 +6,8 @@ their keys are checked against the signature of the loader or module they config
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -84,6 +86,18 @@ def register_schemas() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
     register_launcher_schemas()
     register_configs(conf_dir())
+
+
+@contextmanager
+def composer(job_name: str = "train") -> Iterator[Callable[[Sequence[str]], Any]]:
+    """``with composer() as compose: cfg = compose(["model=se"])``: configs composed from overrides exactly as
+    ``attnbench train`` composes them (our conf/, the schemas, the Hydra node included). The one way in for the
+    command line, bench and the tests."""
+    from hydra import compose, initialize_config_dir  # here, not at the top: `attnbench --help` imports no Hydra
+
+    register_schemas()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name=job_name):
+        yield lambda overrides: compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
 def register_launcher_schemas() -> None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 # Tests never touch the network and never write outside their temporary folders.
 OFFLINE_ENV = {
@@ -34,3 +39,13 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(cache / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(cache / "wandb-cache"))
     monkeypatch.setenv("HOME", str(cache / "home"))  # no netrc, so W&B is never "logged in"
+
+
+@pytest.fixture
+def compose() -> Iterator[Callable[..., DictConfig]]:
+    """``compose("model=se", "data=cifar")``: a config composed as `attnbench train` composes it (with its Hydra
+    node), through the one composition path the command line and bench use."""
+    from attnbench.config import composer
+
+    with composer("test") as compose_:
+        yield lambda *overrides: compose_(overrides)

@@ -8,13 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 from runner import assert_complete_summary, attnbench, run_dirs
 
 from attnbench.attention import VARIANTS, align, feature, mixer, pool, survey
-from attnbench.cli import conf_dir
-from attnbench.config import register_schemas
 from attnbench.tasks import build_task, family_slots, shared_data
 from attnbench.tasks.build import families_fitting
 
@@ -27,12 +24,11 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))  # glyphs, once
 
 
-def test_every_catalogue_default_records_what_it_weighs_and_none_is_degenerate() -> None:
-    register_schemas()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="t"), shared_data():
+def test_every_catalogue_default_records_what_it_weighs_and_none_is_degenerate(compose) -> None:
+    with shared_data():
         for name, v in VARIANTS.items():
             data = EMBEDDED[families_fitting(v, family_slots())[0]]
-            cfg = compose("config", overrides=[f"model={name}", f"data={data}"], return_hydra_config=True)
+            cfg = compose(f"model={name}", f"data={data}")
             record = build_task(cfg, dict(cfg.hydra.runtime.choices)).attention
             assert record["summary"].startswith(name), record
             assert record["degenerate"] is None and record["reduced"] is None, (name, record)

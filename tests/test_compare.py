@@ -371,16 +371,11 @@ CHANNEL_VARIANTS = ["none", "se", "cbam", "dual", "gate"]
 
 
 def _compose(overrides: list[str], multirun: bool = False):
-    from hydra import compose, initialize_config_dir
-
     from attnbench.cli import expand_jobs
-    from attnbench.config import register_schemas
+    from attnbench.config import composer
 
-    register_schemas()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        if multirun:
-            return expand_jobs(overrides, True)
-        return compose("config", overrides=overrides, return_hydra_config=True)
+    with composer("test") as compose:
+        return expand_jobs(compose, overrides, True) if multirun else compose(overrides)
 
 
 @pytest.mark.parametrize("study, data, stages", [("digits_channel", "digits", [1, 1]),

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from attnbench.cli import conf_dir
-from attnbench.config import register_schemas
+from attnbench.config import conf_dir
 from attnbench.tasks import TASKS, check
 
 CONF = conf_dir()
@@ -21,46 +18,37 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@contextmanager
-def composer() -> Iterator:
-    register_schemas()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        yield lambda *overrides: compose("config", overrides=list(overrides), return_hydra_config=True)
-
-
 def choices(cfg: DictConfig) -> dict[str, str]:
     return dict(cfg.hydra.runtime.choices)
 
 
 @pytest.mark.parametrize("data", options("data"))
-def test_every_data_set_composes_with_its_defaults(data: str) -> None:
-    with composer() as compose_:
-        cfg = compose_(f"data={data}")
-        check(cfg, choices(cfg))  # keys, slots and values only: no data is loaded
-        assert cfg.data.task in TASKS
+def test_every_data_set_composes_with_its_defaults(data: str, compose: Callable[..., DictConfig]) -> None:
+    cfg = compose(f"data={data}")
+    check(cfg, choices(cfg))  # keys, slots and values only: no data is loaded
+    assert cfg.data.task in TASKS
 
 
 # options that need a value the user always gives
 REQUIRED = {"custom": ["model.target=attnbench.attention.feature:SqueezeExcite", "model.slot=feature"]}
 
 
-def test_every_variant_and_backbone_fits_some_data_set() -> None:
+def test_every_variant_and_backbone_fits_some_data_set(compose: Callable[..., DictConfig]) -> None:
     """Each model= and backbone= option composes and checks with at least one data set."""
     embedded = ["digits", "reviews", "glyphs", "shapes"]  # one per task family first: most options fit one
     candidates = embedded + [d for d in options("data") if d not in embedded]
-    with composer() as compose_:
-        for group in ("model", "backbone"):
-            for option in options(group):
-                fits = False
-                for data in candidates:
-                    try:
-                        cfg = compose_(f"data={data}", f"{group}={option}", *REQUIRED.get(option, []))
-                        check(cfg, choices(cfg))
-                    except Exception:
-                        continue
-                    fits = True
-                    break
-                assert fits, f"{group}={option} fits no data set"
+    for group in ("model", "backbone"):
+        for option in options(group):
+            fits = False
+            for data in candidates:
+                try:
+                    cfg = compose(f"data={data}", f"{group}={option}", *REQUIRED.get(option, []))
+                    check(cfg, choices(cfg))
+                except Exception:
+                    continue
+                fits = True
+                break
+            assert fits, f"{group}={option} fits no data set"
 
 
 def test_every_config_file_opens_with_a_description() -> None:
