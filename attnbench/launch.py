@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError
+from .signals import preemption_signal
 
 # torch is imported inside the functions: the CLI imports this module at start (the resolver), also for
 # `attnbench list` and `--help`, which should not pay for torch
@@ -238,7 +239,7 @@ def job(cfg: DictConfig, hydra_cfg: DictConfig) -> Iterator[None]:
             from .track.console import console
 
             console.quiet = True  # submitit keeps each task's output in its own log; rank 0's is the run's
-    preemption = distributed.preemption_signal()
+    preemption = preemption_signal()
     previous = signal.signal(preemption, _raise_interrupted) if preemption else None
     try:
         yield
@@ -253,9 +254,7 @@ def requeue_if_preempted(signum: int) -> None:
     """A job stopped by submitit's preemption/time-limit signal: call submitit's own handler, which dumps the
     same job (launcher ``checkpoint``), requeues it and exits; the requeued job resumes from
     ``checkpoints/last.pt`` through ``job.run_job``. Any other signal: nothing."""
-    from .engine import distributed
-
-    if signum != distributed.preemption_signal():
+    if signum != preemption_signal():
         return
     handler = signal.getsignal(signum)
     if callable(handler):

@@ -16,6 +16,7 @@ enters ``stop_signals(polling=True)`` again and reads ``signum`` between steps. 
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,9 +75,7 @@ class StopSignals:
             self.open -= 1
 
     def install(self) -> None:
-        from .engine import distributed
-
-        preemption = distributed.preemption_signal()
+        preemption = preemption_signal()
         for s in (signal.SIGINT, signal.SIGTERM, *([preemption] if preemption else [])):
             self._previous[s] = signal.signal(s, self._handle)
 
@@ -84,6 +83,14 @@ class StopSignals:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()
+
+
+def preemption_signal() -> int | None:
+    """The signal submitit sends before a SLURM time limit or a preemption (USR2 unless
+    SUBMITIT_PREEMPT_SIGNAL names another); None outside a submitit job."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    return int(getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
 
 
 _active: StopSignals | None = None

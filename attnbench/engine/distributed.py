@@ -10,7 +10,6 @@ calls them unconditionally.
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,11 +128,3 @@ def broadcast_buffers(model: nn.Module) -> None:
         return
     for buffer in model.buffers():
         dist.broadcast(buffer, src=0)
-
-
-def preemption_signal() -> int | None:
-    """The signal submitit sends before a SLURM time limit or a preemption (USR2 unless
-    SUBMITIT_PREEMPT_SIGNAL names another); None outside a submitit job."""
-    if not os.environ.get("SUBMITIT_EXECUTOR"):
-        return None
-    return int(getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")))
