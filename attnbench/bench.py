@@ -5,7 +5,7 @@ training step — forward+backward+update time (median of ``--steps`` timed step
 synchronised around each), samples/s, peak memory, parameters and FLOPs — and then three comparisons, each
 a ratio:
 
-1. **trainer overhead**: attnbench's real training loop (``Trainer._train_epoch``: the device-resident data
+1. **trainer overhead**: attnbench's real training loop (``Trainer.train_epoch``: the device-resident data
    path of ``data/batches.py`` with its batched augmentation, the autocast context, auxiliary-loss collection,
    the trainer's step and its bookkeeping) against a bare hand-written PyTorch loop (forward, cross-entropy,
    ``zero_grad``, ``backward``, SGD ``step``) on the same model, at the same precision, fed the same batch
@@ -168,8 +168,10 @@ def machine() -> dict[str, Any]:
 
 @dataclass
 class Settings:
-    variants: list[str]
-    overrides: list[str]
+    """Everything a bench run measures with; its field defaults are the command line's defaults."""
+
+    variants: list[str] = field(default_factory=lambda: ["none", "se", "cbam"])
+    overrides: list[str] = field(default_factory=lambda: list(DEFAULT_OVERRIDES))
     steps: int = 5  # timed steps per figure (after warm-up)
     warmup: int = 2
     rounds: int = 12  # interleaved rounds of the trainer-overhead ratio
@@ -184,7 +186,7 @@ class Settings:
     feature_shape: tuple[int, int, int, int] = (32, 64, 16, 16)  # (B, C, H, W) of the se/cbam parity
     mixer_shape: tuple[int, int, int] = (8, 256, 128)  # (B, N, D) of the mha parity
     point_budget_s: float = 5.0  # timing one (variant, N) of the scaling stops after this long (≥ 1 step)
-    parity_rounds: int = 24  # interleaved rounds of each module-parity ratio
+    parity_rounds: int = 24  # interleaved rounds of each module-parity ratio (the command line: 2 × --rounds)
     parity_call_s: float = 0.02  # each timed parity call repeats the module until it takes about this long
     device: str = "auto"
 
@@ -266,7 +268,7 @@ def trainer_overhead(setup: Setup, settings: Settings) -> dict[str, Any]:
     else:
         optimizer = torch.optim.AdamW(task.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                       weight_decay=cfg.weight_decay, fused=fused)
-    precision = trainer._autocast
+    precision = trainer.autocast
 
     def bare() -> None:
         for x, y in setup.batches:
@@ -281,7 +283,7 @@ def trainer_overhead(setup: Setup, settings: Settings) -> dict[str, Any]:
 
     def attnbench_epoch() -> None:
         trainer.state.batch = 0  # a fresh epoch each call, as ``fit`` starts one
-        trainer._train_epoch(next(epoch), stop, bar)
+        trainer.train_epoch(next(epoch), stop, bar)
 
     for _ in range(max(1, settings.warmup // 2)):
         attnbench_epoch()
@@ -572,16 +574,19 @@ def parse(args: list[str]) -> tuple[Settings, str | None, int | None]:
         epilog="Other arguments are config overrides, as for `attnbench train` (data=synthetic is fixed; its\n"
                "shape is data.channels, data.image_size, data.classes). Defaults: "
                + " ".join(DEFAULT_OVERRIDES))
-    parser.add_argument("--variants", default="none,se,cbam", help="comma-separated model= variants (feature/pool)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per figure, after warm-up")
+    defaults = Settings()
+    parser.add_argument("--variants", default=",".join(defaults.variants),
+                        help="comma-separated model= variants (feature/pool)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="timed steps per figure, after warm-up")
     parser.add_argument("--overhead-models", help="comma-separated variants whose trainer overhead is measured "
                                                  "(default: the first of --variants)")
-    parser.add_argument("--rounds", type=int, default=12,
+    parser.add_argument("--rounds", type=int, default=defaults.rounds,
                         help="interleaved rounds of the trainer-overhead ratio (twice as many for module parity)")
-    parser.add_argument("--lengths", default="256,512,1024,2048,4096", help="sequence lengths of the scaling")
-    parser.add_argument("--width", type=int, default=128, help="model width D of the scaling")
-    parser.add_argument("--heads", type=int, default=2, help="heads of the scaling (head width D/heads)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--lengths", default=",".join(map(str, defaults.lengths)),
+                        help="sequence lengths of the scaling")
+    parser.add_argument("--width", type=int, default=defaults.width, help="model width D of the scaling")
+    parser.add_argument("--heads", type=int, default=defaults.heads, help="heads of the scaling (head width D/heads)")
+    parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     parser.add_argument("--json", help="where to write the JSON report (default outputs/bench/<time>.json)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test in seconds")

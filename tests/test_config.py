@@ -57,3 +57,33 @@ def test_every_config_file_opens_with_a_description() -> None:
         if first.startswith("# @package"):
             first = path.read_text().lstrip().splitlines()[1]
         assert first.startswith("#"), f"{path} should open with a comment saying what it is"
+
+
+@pytest.mark.parametrize("overrides", [*([f"experiment={e}"] for e in options("experiment")),
+                                       *([f"data={d}"] for d in options("data"))], ids=" ".join)
+def test_every_experiment_and_data_set_passes_preflight(overrides: list[str]) -> None:
+    """`attnbench train experiment=…` (one job: its base configuration) and `attnbench train data=…` compose and
+    pass the same checks a run makes before anything is written."""
+    from attnbench.cli import preflight
+
+    assert preflight([*overrides, "logger=none"], False) is None
+
+
+def test_the_schemas_declare_no_default_the_yaml_could_disagree_with(compose: Callable[..., DictConfig]) -> None:
+    """Each trainer and logger default lives in conf/ alone: the schema fields are all MISSING, and the YAML
+    gives every one of them a value."""
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    from attnbench.config import SCHEMAS, Config
+
+    for group, schema in [*SCHEMAS.items(), ("", Config)]:
+        for f in fields(schema):
+            if group or f.name in ("seed", "resume", "allow_degenerate"):
+                assert f.default == "???", f"{schema.__name__}.{f.name} has a default of its own: {f.default!r}"
+    for logger in ("wandb", "none"):
+        cfg = compose(f"logger={logger}")
+        for group in SCHEMAS:
+            missing = [k for k in cfg[group] if OmegaConf.is_missing(cfg[group], k)]
+            assert not missing, f"logger={logger}: conf/ gives no value for {group}.{missing}"

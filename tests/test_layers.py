@@ -6,13 +6,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "attnbench"
 
 # bottom to top: a unit (a subpackage or a top-level module) imports only units of lower layers
 LAYERS = [
-    ["__init__", "errors", "signals"],
+    ["__init__", "errors"],
+    ["signals", "values"],
     ["attention", "track"],
     ["backbones", "data"],
     ["plugins"],

@@ -18,7 +18,6 @@ from attnbench.attention import VARIANTS, aux_losses, diagnostics
 from attnbench.attention import mixer as mixers
 from attnbench.attention.mixer import LocalSelfAttention, RelativePositionAttention
 from attnbench.backbones.speednet import PatchWhitening, SpeedNet
-from attnbench.config import TrainerConfig
 from attnbench.data.batches import Augment, TensorBatches
 from attnbench.engine import forward_flops
 from attnbench.engine.optim import build_optimizer, lr_factor
@@ -272,15 +271,17 @@ def test_training_step_never_waits_for_the_gpu(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ speed run
 
 
-def test_schedule_linear_one_cycle_and_norm_learning_rate() -> None:
-    cfg = TrainerConfig(epochs=10, schedule="linear", warmup_epochs=2, warmup_start_factor=0.2, end_factor=0.1,
-                        norm_lr_scale=64.0, lr=0.5)
+def test_schedule_linear_one_cycle_and_norm_learning_rate(compose) -> None:
+    cfg = compose("trainer.epochs=10", "trainer.schedule=linear", "trainer.warmup_epochs=2",
+                  "trainer.warmup_start_factor=0.2", "trainer.end_factor=0.1", "trainer.norm_lr_scale=64",
+                  "trainer.lr=0.5").trainer
     factor = lr_factor(cfg, steps_per_epoch=10)
     assert factor(0) == pytest.approx(0.2 + 0.8 / 20)
     assert factor(19) == pytest.approx(1.0)
     assert factor(60) == pytest.approx(0.1 + 0.9 * 0.5)
     assert factor(100) == pytest.approx(0.1)
-    cosine = lr_factor(TrainerConfig(epochs=10, schedule="cosine", end_factor=0.1), 10)
+    cosine = lr_factor(compose("trainer.epochs=10", "trainer.schedule=cosine", "trainer.end_factor=0.1",
+                               "trainer.warmup_epochs=0").trainer, 10)
     assert cosine(0) == pytest.approx(1.0) and cosine(100) == pytest.approx(0.1)
 
     net = SpeedNet(3, [4, 8])

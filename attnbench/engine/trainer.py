@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..attention import aux_losses
-from ..config import TrainerConfig
+from ..config import Precision, TrainerConfig
 from ..errors import UserError
 from ..signals import Interrupted, StopSignals, stop_signals
 from ..track import Logger, RunDirectory
@@ -66,9 +66,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision not in ("auto", "bf16", "fp32"):
-        raise UserError(f"trainer.precision must be auto, bf16 or fp32, not {precision!r}")
+def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     return torch.bfloat16
@@ -157,7 +155,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup and checkpoints
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The run's mixed precision (bf16 autocast on CUDA by default), for a forward pass outside ``fit``."""
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -277,7 +276,7 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         with stop_signals(polling=True) as stop, TrainingProgress(cfg.epochs * steps_per_epoch, cfg.epochs) as bar:
             for epoch in range(self.state.epoch, cfg.epochs):
-                train_metrics = self._train_epoch(epoch, stop, bar)
+                train_metrics = self.train_epoch(epoch, stop, bar)
                 distributed.broadcast_buffers(self.task.model)
                 bar.doing("validating")
                 val = self.evaluate("val")
@@ -289,7 +288,8 @@ class Trainer:
                 if signum is not None:
                     raise Interrupted(signum, saved=True)
 
-    def _train_epoch(self, epoch: int, stop: StopSignals, bar: TrainingProgress) -> dict[str, float]:
+    def train_epoch(self, epoch: int, stop: StopSignals, bar: TrainingProgress) -> dict[str, float]:
+        """One epoch of training steps from ``state.batch`` (bench times it against a bare loop)."""
         model, task = self.task.model, self.task
         model.train()
         warmup_left = 0 if self._warm else 5  # steps excluded from the throughput figure
@@ -347,7 +347,7 @@ class Trainer:
         """One optimisation step on one batch, without synchronising with the device: the loss with the
         auxiliary losses added (detached), the auxiliary losses, and the batch size."""
         model = self.task.model
-        with self._autocast():
+        with self.autocast():
             loss, size = self._training_loss(batch)
             extra = aux_losses(model)
             total = loss + sum(extra.values()) if extra else loss
@@ -404,7 +404,7 @@ class Trainer:
 
     def evaluate(self, split: str) -> dict[str, float]:
         self.task.model.eval()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             metrics = self.task.evaluate(self.eval_model, split)
         metrics = {f"{split}/{name}": value for name, value in metrics.items()}
         self.metrics.update(metrics)
@@ -445,7 +445,7 @@ class Trainer:
         model = self.task.model.eval()
         flops = forward_flops(lambda: self.task.predict(model, batch))
         flops = flops / max(size, 1) if flops is not None else None
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             for _ in range(3):
                 self.task.predict(self.eval_model, batch)
             synchronize(self.device)

@@ -12,9 +12,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..attention import survey
-from ..config import check_logger, check_trainer
+from ..config import check_settings
 from ..data import LOADERS
 from ..errors import UserError
+from ..values import check_values
 from .build import (
     attention_slots,
     backbone_class,
@@ -31,7 +32,6 @@ from .classify import ClassifyTask
 from .fewshot import FewShotTask
 from .rate import RateTask
 from .shapes import attention_record
-from .values import SEED, check_values
 
 # task family -> class; ``data.task`` in a data config picks one
 TASKS: dict[str, type] = {
@@ -60,10 +60,7 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     ``choices`` are the config-group options the user picked (``{"data": "cifar100", ...}``): messages
     name those, while ``name`` inside each group is the loader, backbone or variant it runs.
     """
-    check_trainer(cfg.trainer)
-    check_logger(cfg.logger)
-    if not SEED.holds(cfg.seed):
-        raise UserError(f"seed must be {SEED}, got {cfg.seed}")
+    check_settings(cfg)
     cls = task_class(cfg, choices)
     loader = LOADERS.get(cfg.data.name)
     if loader is None:

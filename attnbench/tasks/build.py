@@ -19,7 +19,7 @@ from ..attention import VARIANTS, Variant
 from ..backbones import BACKBONES, SlotFactory
 from ..errors import UserError
 from ..plugins import entry_points, import_target, plugin_backbone, plugin_variant, variant_from
-from .values import check_values
+from ..values import check_values
 
 
 def plain(cfg: DictConfig | Mapping | None) -> dict[str, Any]:

@@ -1,24 +1,30 @@
-"""The values of ``data.*``, ``backbone.*`` and ``model.*`` keys, checked before anything is loaded or built.
+"""The values of every setting, checked in this one place before anything is loaded or built.
 
-Each setting is declared once. Its type is the type hint of the parameter it sets, in the signature of the
-loader, backbone or attention module it configures (the same signature that says which keys exist); its
-range, where it has one, is the entry of its name in ``BOUNDS`` (a name means the same thing wherever it
-appears: ``val_fraction`` is a fraction of a split in every loader, ``heads`` a count in every module).
-A value of the wrong type or out of range is refused with the key, what it accepts and what it got.
+``data.*``, ``backbone.*`` and ``model.*`` keys: a setting's type is the type hint of the parameter it sets, in
+the signature of the loader, backbone or attention module it configures (the same signature that says which
+keys exist); its range, where it has one, is the entry of its name in ``BOUNDS`` (a name means the same thing
+wherever it appears: ``val_fraction`` is a fraction of a split in every loader, ``heads`` a count in every
+module). ``trainer.*``, ``logger.*`` and ``task.*`` keys: the schema's field declares what it accepts and its
+range (``setting``). A value of the wrong type or out of range is refused with the key, what it accepts and
+what it got.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from .errors import UserError
+
+MISSING = "???"  # OmegaConf's mark of a value the config must give (omegaconf.MISSING), without importing it here
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class Bound:
             return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
         if self.high is None:
+            if self.low == 0:
+                return "positive" if self.low_open else "zero or positive"
             return f"{'greater than' if self.low_open else 'at least'} {show(self.low)}"
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
         return f"in {left}{show(self.low)}, {show(self.high)}{right}"
@@ -51,6 +59,16 @@ COUNT = Bound(1)
 POSITIVE = Bound(0, low_open=True)
 NONNEGATIVE = Bound(0)
 SEED = Bound(0, 2**32 - 1)  # numpy's seeds
+OPEN_FRACTION = Bound(0, 1, low_open=True, high_open=True)
+FACTOR = Bound(0, 1)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A string that must match ``regex``; ``text`` says what it accepts."""
+
+    regex: str
+    text: str
 
 BOUNDS: dict[str, Bound] = {
     # data
@@ -107,6 +125,10 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, (str, int, float)) and not isinstance(value, bool)
     if origin is typing.Literal:
         return value in args
+    if isinstance(hint, Pattern):
+        return isinstance(value, str) and re.fullmatch(hint.regex, value) is not None
+    if origin is tuple and args and Ellipsis not in args:  # a fixed number of items
+        return isinstance(value, (list, tuple)) and len(value) == len(args) and all(map(_fits, value, args))
     if origin in (list, tuple, Sequence) or hint in (list, tuple):
         if not isinstance(value, (list, tuple)):
             return False
@@ -132,6 +154,10 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in args)
     if origin is typing.Literal:
         return "one of " + ", ".join(map(str, args))
+    if isinstance(hint, Pattern):
+        return hint.text
+    if origin is tuple and args and Ellipsis not in args:
+        return f"{len(args)} numbers" if all(a in (int, float) for a in args) else f"{len(args)} values"
     if origin in (list, tuple, Sequence):
         items = [a for a in args if a is not Ellipsis]
         return f"a list, each {_describe(items[0])}" if len(items) == 1 else "a list"
@@ -146,13 +172,8 @@ def check_values(fn: Callable, values: Mapping[str, Any], label: str) -> None:
     group = label.split("=")[0]
     for key, value in values.items():
         hint = hints.get(key)
-        if hint is not None and not _fits(value, hint):
-            raise UserError(f"{group}.{key} must be {_describe(hint)}, got {value!r} ({label})")
         bound = BOUNDS.get(key) if hint is None or _numeric(hint) else None  # a number, or a list of numbers
-        numbers = value if isinstance(value, (list, tuple)) else [value]
-        for number in numbers:
-            if isinstance(number, (int, float)) and not isinstance(number, bool) and bound and not bound.holds(number):
-                raise UserError(f"{group}.{key} must be {bound}, got {value!r} ({label})")
+        _check(value, hint, bound, f"{group}.{key}", f" ({label})")
     for key in PATHS if group == "data" else ():
         value = values.get(key)
         if isinstance(value, str) and not Path(value).expanduser().exists():
@@ -166,3 +187,32 @@ def check_values(fn: Callable, values: Mapping[str, Any], label: str) -> None:
             if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a + b >= 1:
                 raise UserError(f"{group}.{first}={a:g} and {group}.{second}={b:g} leave nothing to train on "
                                 f"({label}); keep their sum below 1")
+
+
+def _check(value: Any, hint: Any, bound: Bound | None, key: str, where: str = "") -> None:
+    if hint is not None and not _fits(value, hint):
+        if typing.get_origin(hint) is typing.Literal:
+            accepted = [str(a) for a in typing.get_args(hint)]
+            near = difflib.get_close_matches(str(value), accepted, n=1)
+            raise UserError(f"{key}={value} is not one of {', '.join(accepted)}{where}"
+                            + (f": did you mean {key}={near[0]}?" if near else ""))
+        raise UserError(f"{key} must be {_describe(hint)}, got {value!r}{where}")
+    numbers = value if isinstance(value, (list, tuple)) else [value]
+    for number in numbers:
+        if isinstance(number, (int, float)) and not isinstance(number, bool) and bound and not bound.holds(number):
+            raise UserError(f"{key} must be {bound}, got {value!r}{where}")
+
+
+def setting(accepts: Any = None, bound: Bound | None = None) -> Any:
+    """A schema field with no default of its own (the YAML gives every value), declaring what it accepts
+    beyond its type (a ``Literal``, a ``Pattern``, a fixed-length tuple) and its range."""
+    return field(default=MISSING, metadata={"accepts": accepts, "bound": bound})
+
+
+def check_schema_values(schema: type, values: Mapping[str, Any], group: str) -> None:
+    """Refuse a value of ``values`` (the config node ``group``) that its ``schema`` field does not accept."""
+    hints = typing.get_type_hints(schema)
+    for f in fields(schema):
+        if f.name in values:
+            accepts = f.metadata.get("accepts") or hints[f.name]
+            _check(values[f.name], accepts, f.metadata.get("bound"), f"{group}.{f.name}" if group else f.name)
