@@ -19,6 +19,7 @@ The checks are what every catalogue variant is tested for (docs/plugins.md):
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +87,12 @@ def check_variant(cls: type, slot: str, kwargs: dict[str, Any] | None = None,
     def build(seed: int) -> nn.Module:
         torch.manual_seed(seed)
         return cls(*_sizes(slot), **kwargs)
+
+    sizes = [p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind == p.POSITIONAL_ONLY][1:]
+    if len(sizes) != len(_sizes(slot)):
+        return [f"sizes: a {slot} module takes {len(_sizes(slot))} size argument(s), positional-only "
+                f"(def __init__(self, {', '.join(['dim'] * len(_sizes(slot)))}, /, ...)); {cls.__name__} declares "
+                f"{len(sizes)}: {', '.join(sizes) or 'none'}"]
 
     try:
         module = build(0)

@@ -19,6 +19,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,9 @@ def variant_from(name: str, obj: Any, label: str, slot: str | None = None) -> An
     for kind in kinds:
         if kind not in SLOT_KINDS:
             raise UserError(f"{label}: slot kind {kind!r} does not exist; choose one of {', '.join(SLOT_KINDS)}")
+    if not any(p.kind == p.POSITIONAL_ONLY for p in inspect.signature(obj.__init__).parameters.values()):
+        raise UserError(f"{label}: {obj.__name__}'s sizes must be positional-only, so they are no config keys: "
+                        f"def __init__(self, channels, /, ...)")
     return Variant(name, {kind: obj for kind in kinds})
 
 

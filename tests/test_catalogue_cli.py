@@ -46,9 +46,46 @@ def test_the_whole_image_grid_trains_with_complete_summaries(tmp_path: Path):
     (["model=kmax", "model.k=17"], "model=kmax does not fit backbone=smallcnn on data=digits: kmax: k=17 is "
                                    "larger than the 16 positions it pools"),
     (["model=se", "model.reduction=0"], "model.reduction must be at least 1, got 0 (model=se)"),
+    (["data=shapes", "model=soft", "+model.memory_dim=8"], "model=soft has no key 'memory_dim'"),
 ])
 def test_impossible_hyperparameters_end_with_one_line(tmp_path: Path, overrides: list[str], message: str):
     result = attnbench("train", "data=digits", "logger=none", *overrides, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _size_arguments() -> list[tuple[str, str, str]]:
+    """(variant, its slot's data set, size argument) for every size argument of every catalogue variant."""
+    import inspect
+
+    from attnbench.attention import VARIANTS
+    from attnbench.tasks import family_slots
+    from attnbench.tasks.build import families_fitting
+
+    embedded = {"classify": "digits", "rate": "reviews", "caption": "shapes", "fewshot": "glyphs"}
+    found = []
+    for name, v in VARIANTS.items():
+        for cls in v.modules.values():
+            sizes = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                     if p.kind == p.POSITIONAL_ONLY][1:]
+            assert sizes, f"{cls.__name__}: its sizes are not positional-only"
+            found += [(name, embedded[families_fitting(v, family_slots())[0]], size) for size in sizes]
+    return found
+
+
+SIZES = _size_arguments()
+
+
+def test_every_variant_declares_its_sizes_positional_only() -> None:
+    assert {v for v, _, _ in SIZES} == set(__import__("attnbench.attention").attention.VARIANTS) - {"none"}
+    assert ("soft", "shapes", "memory_dim") in SIZES and ("cross", "glyphs", "positions") in SIZES
+
+
+def test_a_size_argument_given_as_a_key_is_refused_for_every_variant() -> None:
+    """Sizes come from the backbone: `+model.<size>=8` is an unknown key, refused before anything runs."""
+    from attnbench.cli import preflight
+
+    for name, data, size in SIZES:
+        problem = preflight([f"model={name}", f"data={data}", f"+model.{size}=8", "logger=none"], False)
+        assert problem and f"has no key {size!r}" in problem, (name, size, problem)

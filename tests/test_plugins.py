@@ -80,7 +80,7 @@ def test_model_custom_trains_a_class_from_a_file_outside_the_repository(tmp_path
     mine = tmp_path / "elsewhere" / "mine.py"
     mine.parent.mkdir()
     mine.write_text("from torch import nn\n\nclass Scale(nn.Module):\n"
-                    "    def __init__(self, channels, init=1.0):\n        super().__init__()\n"
+                    "    def __init__(self, channels, /, init=1.0):\n        super().__init__()\n"
                     "        self.scale = nn.Parameter(init * __import__('torch').ones(channels, 1, 1))\n\n"
                     "    def forward(self, x):\n        return x * self.scale\n")
     result = attnbench("train", "model=custom", f"model.target={mine}:Scale", "model.slot=feature",
@@ -97,6 +97,7 @@ def test_model_custom_trains_a_class_from_a_file_outside_the_repository(tmp_path
     ([f"model.target={BROKEN}:DeadParameter", "model.slot=sideways"], "slot kind 'sideways' does not exist"),
     ([f"model.target={BROKEN}:LeakyPool", "model.slot=mixer"], "fills the mixer slot, which backbone=smallcnn lacks"),
     ([f"model.target={BROKEN}:DeadParameter", "model.slot=feature", "+model.gain=2"], "has no key 'gain'"),
+    (["model.target=torch.nn:Identity", "model.slot=feature"], "Identity's sizes must be positional-only"),
     ([f"model.target={BROKEN}:Missing", "model.slot=feature"], "has no 'Missing'"),
 ])
 def test_bad_custom_targets_end_with_one_line(tmp_path: Path, overrides: list[str], message: str):

@@ -108,7 +108,7 @@ class SoftAttention(ScoredAlign):
 
     paper = "Xu et al. 2015, Show, Attend and Tell (soft attention)"
 
-    def __init__(self, query_dim: int, memory_dim: int, score: str = "additive", hidden: int | None = None,
+    def __init__(self, query_dim: int, memory_dim: int, /, score: str = "additive", hidden: int | None = None,
                  norm: str = "softmax", temperature: float = 1.0, gate: bool = True,
                  doubly_stochastic: float = 0.0) -> None:
         super().__init__()
@@ -163,7 +163,7 @@ class HardAttention(ScoredAlign):
 
     paper = "Xu et al. 2015, Show, Attend and Tell (hard attention, REINFORCE)"
 
-    def __init__(self, query_dim: int, memory_dim: int, score: str = "additive", hidden: int | None = None,
+    def __init__(self, query_dim: int, memory_dim: int, /, score: str = "additive", hidden: int | None = None,
                  norm: str = "softmax", temperature: float = 1.0, soft_mix: float = 0.5, signal_scale: float = 0.1,
                  entropy: float = 0.01, baseline_decay: float = 0.9, gate: bool = True,
                  argmax_at_test: bool = False) -> None:
@@ -257,7 +257,7 @@ class GlobalAttention(ScoredAlign):
     paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (global)"
     placement = "output"
 
-    def __init__(self, query_dim: int, memory_dim: int, score: str = "general", hidden: int | None = None,
+    def __init__(self, query_dim: int, memory_dim: int, /, score: str = "general", hidden: int | None = None,
                  norm: str = "softmax", temperature: float = 1.0, gate: bool = False) -> None:
         super().__init__()
         check_norm(norm, temperature)
@@ -320,7 +320,7 @@ class LocalAttention(ScoredAlign):
     paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (local)"
     placement = "output"
 
-    def __init__(self, query_dim: int, memory_dim: int, window: int = 2, alignment: str = "predictive",
+    def __init__(self, query_dim: int, memory_dim: int, /, window: int = 2, alignment: str = "predictive",
                  sigma: float | None = None, score: str = "general", hidden: int | None = None,
                  norm: str = "softmax", temperature: float = 1.0, gate: bool = False) -> None:
         super().__init__()

@@ -33,7 +33,7 @@ class SqueezeExcite(Attention):
     paper = "Hu et al. 2018, Squeeze-and-Excitation Networks"
     weights_over = "channels"
 
-    def __init__(self, channels: int, reduction: int = 16, bias: bool = True) -> None:
+    def __init__(self, channels: int, /, reduction: int = 16, bias: bool = True) -> None:
         super().__init__()
         hidden = _hidden(channels, reduction)
         self.fc1 = nn.Linear(channels, hidden, bias=bias)
@@ -89,7 +89,7 @@ class CBAM(Attention):
     slot = "feature"
     paper = "Woo et al. 2018, CBAM: Convolutional Block Attention Module"
 
-    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7, mlp_bias: bool = True,
+    def __init__(self, channels: int, /, reduction: int = 16, spatial_kernel: int = 7, mlp_bias: bool = True,
                  spatial_norm: bool = True) -> None:
         super().__init__()
         self.channel = ChannelGate(channels, reduction, mlp_bias)
@@ -164,7 +164,7 @@ class DualAttention(Attention):
     slot = "feature"
     paper = "Fu et al. 2019, Dual Attention Network for Scene Segmentation (DANet)"
 
-    def __init__(self, channels: int, reduction: int = 8, max_minus: bool = True) -> None:
+    def __init__(self, channels: int, /, reduction: int = 8, max_minus: bool = True) -> None:
         super().__init__()
         self.position = PositionAttention(channels, reduction)
         self.channel = ChannelAttention(max_minus)
@@ -197,7 +197,7 @@ class Gate(Attention):
     slot = "feature"
     paper = "GRU-style gating (Cho et al. 2014), the survey's gating attention"
 
-    def __init__(self, channels: int, bias: bool = True) -> None:
+    def __init__(self, channels: int, /, bias: bool = True) -> None:
         super().__init__()
         self.from_input = nn.Conv2d(channels, 2 * channels, 1, bias=bias)  # W_x for gate and candidate; b_g, b_h
         self.from_context = nn.Conv2d(channels, 2 * channels, 1, bias=False)  # W_c

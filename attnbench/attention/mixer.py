@@ -192,7 +192,7 @@ class MultiHeadAttention(Mixer):
     project_out = True  # the output projection after concatenating the heads
     one_head: str | None = "self"  # the variant this one equals with heads=1 (None: a one-head form of its own)
 
-    def __init__(self, dim: int, heads: int = 4, score: str = "scaled", norm: str = "softmax",
+    def __init__(self, dim: int, /, heads: int = 4, score: str = "scaled", norm: str = "softmax",
                  temperature: float = 1.0, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
         self.heads = heads
@@ -253,7 +253,7 @@ class SelfAttention(MultiHeadAttention):
     project_out = False
     one_head = None
 
-    def __init__(self, dim: int, score: str = "scaled", norm: str = "softmax", temperature: float = 1.0,
+    def __init__(self, dim: int, /, score: str = "scaled", norm: str = "softmax", temperature: float = 1.0,
                  dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__(dim, 1, score, norm, temperature, dropout, bias)
 
@@ -280,7 +280,7 @@ class RelativePositionAttention(MultiHeadAttention):
     paper = "Shaw et al. 2018, Self-Attention with Relative Position Representations"
     one_head = None
 
-    def __init__(self, dim: int, heads: int = 4, max_distance: int = 16, norm: str = "softmax",
+    def __init__(self, dim: int, /, heads: int = 4, max_distance: int = 16, norm: str = "softmax",
                  temperature: float = 1.0, dropout: float = 0.0, bias: bool = True) -> None:
         if max_distance < 0:
             raise ValueError(f"max_distance must be at least 0, got {max_distance}")
@@ -493,7 +493,7 @@ class HeadPruneAttention(MultiHeadAttention):
     paper = ("Voita et al. 2019, Analyzing Multi-Head Self-Attention: Specialized Heads Do the Heavy Lifting, "
              "the Rest Can Be Pruned")
 
-    def __init__(self, dim: int, heads: int = 4, score: str = "scaled", norm: str = "softmax",
+    def __init__(self, dim: int, /, heads: int = 4, score: str = "scaled", norm: str = "softmax",
                  temperature: float = 1.0, dropout: float = 0.0, bias: bool = True, gate_temperature: float = 0.33,
                  stretch: Sequence[float] = (-0.1, 1.1), l0_coef: float = 0.1,
                  init_log_alpha: float | None = None) -> None:
@@ -531,7 +531,7 @@ class CompositionalDeAttention(Mixer):
 
     paper = "Tay et al. 2019, Compositional De-Attention Networks"
 
-    def __init__(self, dim: int, heads: int = 1, alpha: float | None = None, beta: float | None = None,
+    def __init__(self, dim: int, /, heads: int = 1, alpha: float | None = None, beta: float | None = None,
                  centre: bool = True, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
         self.heads = heads
@@ -582,7 +582,7 @@ class TokenGate(Mixer):
 
     paper = "the survey's gating: a GRU-style update gate (Cho et al. 2014) with sequence context"
 
-    def __init__(self, dim: int, bias: bool = True) -> None:
+    def __init__(self, dim: int, /, bias: bool = True) -> None:
         super().__init__()
         self.from_token = nn.Linear(dim, 2 * dim, bias=bias)  # gate and candidate, from x_i
         self.from_context = nn.Linear(dim, 2 * dim, bias=False)  # gate and candidate, from c

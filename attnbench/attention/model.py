@@ -76,7 +76,7 @@ class DAttn(Attention):
     slot = "model"
     paper = "Seo et al. 2017, Interpretable CNNs with Dual Local and Global Attention for Review Rating Prediction"
 
-    def __init__(self, dim: int, window: int = 5, local_filters: int = 200, global_filters: int = 100,
+    def __init__(self, dim: int, /, window: int = 5, local_filters: int = 200, global_filters: int = 100,
                  global_widths: tuple[int, ...] = (2, 3, 4), hidden: int = 500, out_dim: int = 50,
                  dropout: float = 0.5) -> None:
         super().__init__()

@@ -89,7 +89,7 @@ class CrossAttention(PairAttention):
 
     paper = "Hou et al. 2019, Cross Attention Network for Few-shot Classification"
 
-    def __init__(self, dim: int, positions: int, reduction: int = 6, temperature: float = 0.025,
+    def __init__(self, dim: int, positions: int, /, reduction: int = 6, temperature: float = 0.025,
                  scale: float = 7.0, nn_weight: float = 0.5, global_weight: float = 1.0,
                  reweight: bool = True) -> None:
         super().__init__()
@@ -157,7 +157,7 @@ class CoAttention(PairAttention):
 
     paper = "Lu et al. 2019, COSNet: See More, Know More (co-attention Siamese networks)"
 
-    def __init__(self, dim: int, positions: int, fuse_kernel: int = 3, reweight: bool = True) -> None:
+    def __init__(self, dim: int, positions: int, /, fuse_kernel: int = 3, reweight: bool = True) -> None:
         super().__init__()
         if positions < 1:
             raise ValueError(f"positions must be at least 1, got {positions}")

@@ -31,7 +31,7 @@ class SumPool(Attention):
     slot = "pool"
     paper = "baseline"
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, /) -> None:
         super().__init__()
         self.out_dim = dim
 
@@ -45,7 +45,7 @@ class MeanPool(Attention):
     slot = "pool"
     paper = "baseline"
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, /) -> None:
         super().__init__()
         self.out_dim = dim
 
@@ -60,7 +60,7 @@ class MaxPool(Attention):
     slot = "pool"
     paper = "baseline"
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, /) -> None:
         super().__init__()
         self.out_dim = dim
 
@@ -124,7 +124,7 @@ class KMaxPool(Attention):
     slot = "pool"
     paper = "Kalchbrenner et al. 2014, A Convolutional Neural Network for Modelling Sentences"
 
-    def __init__(self, dim: int, k: int = 4) -> None:
+    def __init__(self, dim: int, /, k: int = 4) -> None:
         super().__init__()
         _positive("k", k)
         self.k = k
@@ -162,7 +162,7 @@ class ChunkMaxPool(Attention):
     slot = "pool"
     paper = "chunk-max pooling (fixed chunks; cf. Chen et al. 2015, dynamic multi-pooling)"
 
-    def __init__(self, dim: int, k: int = 4) -> None:
+    def __init__(self, dim: int, /, k: int = 4) -> None:
         super().__init__()
         _positive("k", k)
         self.k = k
@@ -194,7 +194,7 @@ class StochasticPool(Attention):
     slot = "pool"
     paper = "Zeiler & Fergus 2013, Stochastic Pooling for Regularization of Deep Convolutional Neural Networks"
 
-    def __init__(self, dim: int, bins: int = 1) -> None:
+    def __init__(self, dim: int, /, bins: int = 1) -> None:
         super().__init__()
         _positive("bins", bins)
         self.bins = bins
@@ -229,7 +229,7 @@ class DeepSets(Attention):
     slot = "pool"
     paper = "Zaheer et al. 2017, Deep Sets"
 
-    def __init__(self, dim: int, hidden: int | None = None, pool: str = "sum") -> None:
+    def __init__(self, dim: int, /, hidden: int | None = None, pool: str = "sum") -> None:
         super().__init__()
         hidden = hidden or dim
         _positive("hidden", hidden)
@@ -272,7 +272,7 @@ class FeedForwardAttention(Attention):
     slot = "pool"
     paper = "Raffel & Ellis 2015, Feed-Forward Networks with Attention Can Solve Some Long-Term Memory Problems"
 
-    def __init__(self, dim: int, score: str = "additive", hidden: int = 1, learn_v: bool = False,
+    def __init__(self, dim: int, /, score: str = "additive", hidden: int = 1, learn_v: bool = False,
                  norm: str = "softmax", temperature: float = 1.0) -> None:
         super().__init__()
         check_norm(norm, temperature)
@@ -308,7 +308,7 @@ class MultiQueryAttention(Attention):
     slot = "pool"
     paper = "Lin et al. 2017, A Structured Self-attentive Sentence Embedding"
 
-    def __init__(self, dim: int, r: int = 30, d_a: int = 350, coef: float = 1.0, score: str = "dot",
+    def __init__(self, dim: int, /, r: int = 30, d_a: int = 350, coef: float = 1.0, score: str = "dot",
                  norm: str = "softmax", temperature: float = 1.0) -> None:
         super().__init__()
         _positive("r", r)
@@ -356,7 +356,7 @@ class PyramidPool(Attention):
     weights_over = "regions"  # weights per pyramid level over its regions, not over the positions
     paper = "Zhu et al. 2018, APANet: Attention-based Pyramid Aggregation Network (adapted from place recognition)"
 
-    def __init__(self, dim: int, levels: tuple[int, ...] | list[int] = (1, 2, 4), score: str = "dot",
+    def __init__(self, dim: int, /, levels: tuple[int, ...] | list[int] = (1, 2, 4), score: str = "dot",
                  norm: str = "softmax", temperature: float = 1.0) -> None:
         super().__init__()
         if not levels:

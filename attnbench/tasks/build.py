@@ -53,10 +53,6 @@ def construct(fn: Callable, kwargs: dict[str, Any], label: str, *args: Any, **fi
         raise UserError(f"{label}: {e}") from e
 
 
-# slot kind -> how many leading constructor arguments are sizes given at build time, not config keys
-SIZE_ARGUMENTS = {"pair": 2}  # the width and the number of positions of the maps
-
-
 # a variant's switch for its own attention: false keeps everything else (classifier, losses, fusion) and turns the
 # weighting off, the matched control that compare measures the variant against
 CONTROL_KEY = "reweight"
@@ -115,8 +111,8 @@ def attention_slots(model_cfg: DictConfig | Mapping, offered: tuple[str, ...], w
                         f"(it has {', '.join(offered)}); {v.name} fits {fitting}")
     cls = v.modules[usable[0]]
     label = f"model={v.name}"
-    # the leading parameters are sizes the backbone or task gives: the width (a pair module: also positions)
-    check_keys(cfg, parameters(cls)[SIZE_ARGUMENTS.get(usable[0], 1):], label)
+    # sizes, which the backbone or task gives, are positional-only and so no keys: `parameters` leaves them out
+    check_keys(cfg, parameters(cls), label)
     check_values(cls, cfg, label)
     return {usable[0]: functools.partial(_build_module, cls, cfg, label)}
 

@@ -27,7 +27,7 @@ class ECA(Attention):
     paper = "Wang et al. 2020, ECA-Net: Efficient Channel Attention"
     weights_over = "channels"
 
-    def __init__(self, channels: int, kernel_size: int | None = None) -> None:
+    def __init__(self, channels: int, /, kernel_size: int | None = None) -> None:
         super().__init__()
         k = adaptive_kernel(channels) if kernel_size is None else kernel_size
         if k < 1 or k % 2 == 0:
