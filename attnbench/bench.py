@@ -182,7 +182,7 @@ class Settings:
     width: int = 128  # model width D of the scaling mixers
     heads: int = 2  # head width d = width / heads
     naive_max: int = 512  # longest N the naive N×N×d relpos is run at
-    window: int = 16  # local's half-width D, and relpos's max_distance k
+    half_window: int = 16  # local's half-width D, and relpos's max_distance k
     feature_shape: tuple[int, int, int, int] = (32, 64, 16, 16)  # (B, C, H, W) of the se/cbam parity
     mixer_shape: tuple[int, int, int] = (8, 256, 128)  # (B, N, D) of the mha parity
     point_budget_s: float = 5.0  # timing one (variant, N) of the scaling stops after this long (≥ 1 step)
@@ -421,11 +421,11 @@ def scaling_module(name: str, settings: Settings) -> tuple[nn.Module, Callable[[
     """The module of one scaling row and the function its step runs."""
     from .attention.mixer import LocalSelfAttention, MultiHeadAttention, RelativePositionAttention
 
-    d, h, k = settings.width, settings.heads, settings.window
+    d, h, k = settings.width, settings.heads, settings.half_window
     if name == "mha":
         module = MultiHeadAttention(d, h)
     elif name == "local":
-        module = LocalSelfAttention(d, h, window=k)
+        module = LocalSelfAttention(d, h, half_window=k)
     else:
         module = RelativePositionAttention(d, h, max_distance=k)
     if name == "naive-relpos":
@@ -523,7 +523,7 @@ def print_report(report: dict[str, Any]) -> None:
 
     s = report["settings"]
     table = Table(title=f"3 · attention scaling: forward+backward, batch 1, D={s['width']}, {s['heads']} heads "
-                        f"(d={s['width'] // s['heads']}), window/max distance {s['window']}")
+                        f"(d={s['width'] // s['heads']}), half-window/max distance {s['half_window']}")
     for column in ("model", "N", "path", "ms", "peak MiB", "peak bytes / N²", "one N×N×d tensor MiB"):
         table.add_column(column, justify="left" if column in ("model", "path") else "right")
     for r in report["scaling"]:
@@ -613,7 +613,7 @@ def parse(args: list[str]) -> tuple[Settings, str | None, int | None]:
         settings = Settings(variants, ["backbone=smallcnn", "trainer.batch_size=8", "data.image_size=16", *rest],
                             steps=2, warmup=1, rounds=2, overhead_steps=2, scaling_steps=1, lengths=[64, 128],
                             parity_rounds=2, parity_call_s=0.0,
-                            width=32, heads=2, naive_max=64, window=4, feature_shape=(4, 32, 8, 8),
+                            width=32, heads=2, naive_max=64, half_window=4, feature_shape=(4, 32, 8, 8),
                             mixer_shape=(2, 32, 32), overhead_variants=overhead_variants, device=options.device)
     else:
         settings = Settings(variants, [*DEFAULT_OVERRIDES, *rest], steps=options.steps, rounds=options.rounds,

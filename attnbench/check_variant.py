@@ -39,7 +39,7 @@ DIM, QUERY_DIM = 16, 12
 
 def _sizes(slot: str) -> tuple[int, ...]:
     """The size arguments a backbone passes first, positionally, for each slot kind."""
-    return {"feature": (C,), "mixer": (DIM,), "pool": (DIM,), "model": (DIM,), "align": (QUERY_DIM, DIM),
+    return {"feature": (C,), "mixer": (DIM,), "pool": (DIM,), "network": (DIM,), "align": (QUERY_DIM, DIM),
             "pair": (C, HW * HW)}[slot]
 
 
@@ -51,7 +51,7 @@ def _inputs(slot: str, generator: torch.Generator) -> tuple[tuple[Tensor, ...], 
     mask[1, VALID:] = False
     if slot == "feature":
         return (randn(B, C, HW, HW),), {}
-    if slot in ("mixer", "pool", "model"):
+    if slot in ("mixer", "pool", "network"):
         return (randn(B, N, DIM),), {"mask": mask}
     if slot == "align":
         return (randn(B, QUERY_DIM), randn(B, N, DIM)), {"mask": mask}
@@ -60,7 +60,7 @@ def _inputs(slot: str, generator: torch.Generator) -> tuple[tuple[Tensor, ...], 
 
 def _expected_shapes(slot: str, module: nn.Module) -> list[tuple[int, ...]]:
     out_dim = getattr(module, "out_dim", DIM)
-    return {"feature": [(B, C, HW, HW)], "mixer": [(B, N, DIM)], "pool": [(B, out_dim)], "model": [(B, out_dim)],
+    return {"feature": [(B, C, HW, HW)], "mixer": [(B, N, DIM)], "pool": [(B, out_dim)], "network": [(B, out_dim)],
             "align": [(B, out_dim), (B, N)], "pair": [(B, HW * HW, C), (B, HW * HW, C)]}[slot]
 
 
@@ -134,7 +134,7 @@ def _shape(module: nn.Module, slot: str, args: tuple, extra: dict) -> list[str]:
 def _masking(module: nn.Module, slot: str, args: tuple, extra: dict) -> list[str]:
     module.eval()  # evaluation is deterministic (stochastic pooling, hard attention's sampling)
     with torch.no_grad():
-        if slot == "model":  # a whole model reads embeddings whose padding is exactly zero: as if absent
+        if slot == "network":  # a whole network reads embeddings whose padding is exactly zero: as if absent
             x = args[0] * extra["mask"].unsqueeze(-1)
             before = [module(x, **extra)[1:]]
             after = [module(x[1:, :VALID], mask=extra["mask"][1:, :VALID])]

@@ -429,10 +429,18 @@ def train(args: list[str]) -> int:
     import hydra
 
     from .callbacks import last_sweep
-    from .config import register_schemas
+    from .config import register_schemas, renamed_overrides
     from .track.run import release_claims
 
     overrides, multirun, informational = _split_args(args)
+    renamed, deprecations = renamed_overrides(overrides)
+    if deprecations:
+        from .track.console import warn
+
+        for line in deprecations:
+            warn(line)
+        args = [renamed[overrides.index(a)] if a in overrides else a for a in args]
+        overrides = renamed
     if any(a.partition("=")[0] in ("-cp", "--config-path", "-cn", "--config-name") for a in args):
         return fail("attnbench train composes its own config.yaml; add your configs with --config-dir DIR "
                     "(or hydra.searchpath=[pkg://my_pkg.conf]) and pick them as group=name")

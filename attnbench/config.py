@@ -79,6 +79,7 @@ class LoggerConfig:
 @dataclass
 class Config:
     data: Any = None  # differs per data set: its keys are checked against the loader's signature (tasks.build)
+    task: Any = None  # differs per task family: its keys are checked against the family's Settings (tasks.base)
     backbone: Any = None
     model: Any = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -89,6 +90,36 @@ class Config:
 
 
 SCHEMAS = {"trainer": TrainerConfig, "logger": LoggerConfig}
+
+# Keys renamed in this release: the old name still works, with one warning line, until the next one.
+RENAMED_KEYS = {
+    "data.metric": "task.metric",  # task settings moved out of data: (conf/task/)
+    "data.readout": "task.readout",
+    "data.beam": "task.beam",
+    "data.meteor": "task.meteor",
+    "model.coef": "model.penalty_weight",  # every auxiliary-loss weight ends in _weight
+    "model.l0_coef": "model.l0_weight",
+    "model.doubly_stochastic": "model.doubly_stochastic_weight",
+    "model.entropy": "model.entropy_weight",
+}
+# renamed for one variant: local's window was a half-width (dattn's model.window is a full width, and stays)
+RENAMED_VARIANT_KEYS = {("local", "model.window"): "model.half_window"}
+
+
+def renamed_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``overrides`` with renamed keys under their new names, and a deprecation line for each old name used."""
+    variant = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "model"), None)
+    out, warnings = [], []
+    for override in overrides:
+        key, eq, value = override.partition("=")
+        prefix = key[: len(key) - len(key.lstrip("+~"))]
+        bare = key[len(prefix):]
+        new = RENAMED_KEYS.get(bare) or RENAMED_VARIANT_KEYS.get((variant, bare))
+        if eq and new:
+            warnings.append(f"deprecated: {bare} is now {new} (the old name goes in the next release)")
+            override = f"{prefix}{new}={value}"
+        out.append(override)
+    return out, warnings
 
 
 def conf_dir() -> Path:

@@ -198,7 +198,7 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
     started = time.perf_counter()
     previous = run.read_summary() if resume else None
     summary: dict[str, Any] = {
-        "status": "running", "task": cfg.data.task, "data": choices["data"], "backbone": choices["backbone"],
+        "status": "running", "task": cfg.task.name, "data": choices["data"], "backbone": choices["backbone"],
         "model": choices["model"], "seed": cfg.seed, "overrides": overrides,
         "flops_per_sample": None, "eval_samples_per_s": None,
     }

@@ -128,6 +128,9 @@ def variant_from(name: str, obj: Any, label: str, slot: str | None = None) -> An
     if not kinds:
         raise UserError(f"{label}: {obj.__name__} declares no slot kind; set its `slot` attribute "
                         f"or model.slot (one of {', '.join(SLOT_KINDS)})")
+    if "model" in kinds:  # the whole-network slot was called model, which is also the variant group's name
+        _warn_once(f"deprecated: {label}: slot kind model is now network (the old name goes in the next release)")
+        kinds = tuple("network" if k == "model" else k for k in kinds)
     for kind in kinds:
         if kind not in SLOT_KINDS:
             raise UserError(f"{label}: slot kind {kind!r} does not exist; choose one of {', '.join(SLOT_KINDS)}")
@@ -135,6 +138,13 @@ def variant_from(name: str, obj: Any, label: str, slot: str | None = None) -> An
         raise UserError(f"{label}: {obj.__name__}'s sizes must be positional-only, so they are no config keys: "
                         f"def __init__(self, channels, /, ...)")
     return Variant(name, {kind: obj for kind in kinds})
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    from .track.console import warn
+
+    warn(message)
 
 
 @functools.cache

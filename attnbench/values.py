@@ -84,7 +84,8 @@ BOUNDS: dict[str, Bound] = {
     "stages": COUNT, "pooled_blocks": COUNT, "bins": COUNT, "max_distance": COUNT, "spatial_kernel": COUNT,
     "fuse_kernel": COUNT, "stem_stride": COUNT, "pool": COUNT, "in_channels": COUNT,
     "temperature": POSITIVE, "gate_temperature": POSITIVE, "scale": POSITIVE, "cosine_scale": POSITIVE,
-    "coef": NONNEGATIVE, "l0_coef": NONNEGATIVE, "entropy": NONNEGATIVE, "doubly_stochastic": NONNEGATIVE,
+    "penalty_weight": NONNEGATIVE, "l0_weight": NONNEGATIVE, "entropy_weight": NONNEGATIVE,
+    "doubly_stochastic_weight": NONNEGATIVE, "half_window": COUNT,
     "global_weight": NONNEGATIVE, "nn_weight": NONNEGATIVE, "baseline_decay": PROBABILITY,
     "batchnorm_momentum": Bound(0, 1), "soft_mix": Bound(0, 1),
 }
@@ -203,10 +204,11 @@ def _check(value: Any, hint: Any, bound: Bound | None, key: str, where: str = ""
             raise UserError(f"{key} must be {bound}, got {value!r}{where}")
 
 
-def setting(accepts: Any = None, bound: Bound | None = None) -> Any:
-    """A schema field with no default of its own (the YAML gives every value), declaring what it accepts
-    beyond its type (a ``Literal``, a ``Pattern``, a fixed-length tuple) and its range."""
-    return field(default=MISSING, metadata={"accepts": accepts, "bound": bound})
+def setting(accepts: Any = None, bound: Bound | None = None, default: Any = MISSING) -> Any:
+    """A schema field declaring what it accepts beyond its type (a ``Literal``, a ``Pattern``, a fixed-length
+    tuple) and its range. Schema fields of conf/ keep no ``default`` (the YAML gives every value); a spec of
+    keys that a data config may leave out gives one here, its only place."""
+    return field(default=default, metadata={"accepts": accepts, "bound": bound})
 
 
 def check_schema_values(schema: type, values: Mapping[str, Any], group: str) -> None:

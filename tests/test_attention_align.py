@@ -82,7 +82,7 @@ def test_padded_memory_changes_nothing(name: str) -> None:
 @pytest.mark.parametrize("name", ["soft", "hard", "global", "local"])
 def test_gradients_reach_every_parameter(name: str) -> None:
     torch.manual_seed(0)
-    kwargs = {"hard": {"soft_mix": 0.0, "gate": True}, "soft": {"doubly_stochastic": 1.0}}.get(name, {})
+    kwargs = {"hard": {"soft_mix": 0.0, "gate": True}, "soft": {"doubly_stochastic_weight": 1.0}}.get(name, {})
     module = make(name, **kwargs).train()
     outputs, _ = run_sequence(module)
     loss = outputs.pow(2).mean()
@@ -105,7 +105,7 @@ def test_registered_in_the_align_slot() -> None:
 def test_local_gives_zero_weight_outside_the_window(alignment: str) -> None:
     torch.manual_seed(0)
     grid = (5, 6)
-    module = LocalAttention(DQ, DM, window=1, alignment=alignment).eval()
+    module = LocalAttention(DQ, DM, half_window=1, alignment=alignment).eval()
     query = torch.randn(2, DQ)
     memory = torch.randn(2, 30, DM)
     module.start(memory, None, grid)
@@ -122,7 +122,7 @@ def test_local_gives_zero_weight_outside_the_window(alignment: str) -> None:
 
 
 def test_local_on_a_sequence_uses_a_1d_window() -> None:
-    module = LocalAttention(DQ, DM, window=2, alignment="monotonic").eval()
+    module = LocalAttention(DQ, DM, half_window=2, alignment="monotonic").eval()
     query, memory = torch.randn(1, DQ), torch.randn(1, 10, DM)
     module.start(memory)  # no grid: a sequence of 10 positions
     for _ in range(3):
@@ -133,7 +133,7 @@ def test_local_on_a_sequence_uses_a_1d_window() -> None:
 @pytest.mark.parametrize("score", ["general", "dot", "additive"])
 def test_local_with_a_wide_window_and_flat_gaussian_is_global(score: str) -> None:
     torch.manual_seed(0)
-    local = LocalAttention(DQ, DQ, window=50, sigma=1e6, score=score).eval()
+    local = LocalAttention(DQ, DQ, half_window=50, sigma=1e6, score=score).eval()
     global_ = GlobalAttention(DQ, DQ, score=score).eval()
     global_.score.load_state_dict(local.score.state_dict())
     global_.combine.load_state_dict(local.combine.state_dict())
@@ -162,7 +162,7 @@ def test_doubly_stochastic_term_on_a_hand_example() -> None:
     assert doubly_stochastic_penalty(weights, first_only, torch.tensor([[True, True, False]])).item() == \
         pytest.approx(0.5)
     # through the module, with its coefficient, during training only
-    module = SoftAttention(DQ, DM, doubly_stochastic=2.0).train()
+    module = SoftAttention(DQ, DM, doubly_stochastic_weight=2.0).train()
     module.start(torch.randn(1, 3, DM))
     module.finish(weights, both)
     assert aux_losses(module)["doubly_stochastic"].item() == pytest.approx(0.5)
@@ -175,7 +175,7 @@ def test_hard_reinforce_surrogate_on_a_hand_example() -> None:
     """One step over three one-hot regions: the sampled region's log-probability is pushed by
     −λ_r (r − b) / tokens, with b the moving average of the reward."""
     torch.manual_seed(3)
-    module = HardAttention(4, 3, soft_mix=0.0, entropy=0.0, signal_scale=0.1, gate=False).train()
+    module = HardAttention(4, 3, soft_mix=0.0, entropy_weight=0.0, signal_scale=0.1, gate=False).train()
     memory = torch.eye(3).unsqueeze(0)  # region i is the one-hot vector e_i, so the context names the sample
     query = torch.randn(1, 4)
     module.start(memory)
@@ -222,7 +222,7 @@ def test_hard_reports_baseline_and_signal_at_evaluation() -> None:
 
 def test_hard_mixes_in_the_soft_context() -> None:
     """soft_mix=1: every batch uses the expected context, so nothing is sampled and there is no surrogate."""
-    module = HardAttention(DQ, DM, soft_mix=1.0, entropy=0.0, gate=False).train()
+    module = HardAttention(DQ, DM, soft_mix=1.0, entropy_weight=0.0, gate=False).train()
     outputs, weights = run_sequence(module, steps=1)
     _, memory, _ = inputs()
     torch.testing.assert_close(outputs[:, 0], torch.bmm(weights[:, :1], memory).squeeze(1))
@@ -231,7 +231,7 @@ def test_hard_mixes_in_the_soft_context() -> None:
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "message"), [
-    (LocalAttention, {"window": 0}, "window"),
+    (LocalAttention, {"half_window": 0}, "half_window"),
     (LocalAttention, {"alignment": "sideways"}, "alignment"),
     (HardAttention, {"norm": "sigmoid"}, "sum to one"),
     (HardAttention, {"soft_mix": 1.5}, "soft_mix"),

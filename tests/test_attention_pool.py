@@ -174,7 +174,7 @@ def test_multiquery_penalty_is_zero_for_orthonormal_rows_and_reaches_the_loss():
     expected = 3 * (0.25 - 1) ** 2 + 6 * 0.25 ** 2
     assert redundancy_penalty(same).item() == pytest.approx(expected)
 
-    pool = build("multiquery", coef=0.5).train()
+    pool = build("multiquery", penalty_weight=0.5).train()
     pool.capture = True
     x, mask = padded_batch()
     pool(x, mask)
@@ -217,7 +217,7 @@ def test_hyperparameters_too_large_for_the_input_fail_on_the_first_forward(name,
     ("pyramid", {"levels": [1, 0]}, "every pyramid level must be at least 1"),
     ("deepsets", {"pool": "median"}, "deepsets pool must be one of"),
     ("multiquery", {"r": 0}, "r must be at least 1"),
-    ("multiquery", {"coef": -1.0}, "coef must be non-negative"),
+    ("multiquery", {"penalty_weight": -1.0}, "penalty_weight must be non-negative"),
     ("ffattn", {"score": "bilinear"}, "score must be one of"),
     ("ffattn", {"temperature": 0.0}, "temperature must be positive"),
     ("pyramid", {"norm": "softmin"}, "norm must be one of"),

@@ -63,7 +63,7 @@ def test_survey_counts_channels_and_positions_and_names_reductions() -> None:
     assert reduction(mixer.MultiHeadAttention(16, heads=2), seq) is None
 
     def local(window: int) -> str | None:
-        module = align.LocalAttention(8, 16, window=window)
+        module = align.LocalAttention(8, 16, half_window=window)
         memory = torch.randn(2, 9, 16)
         module.start(memory, grid=(3, 3))
         return reduction(module, torch.randn(2, 8), memory)
@@ -115,7 +115,7 @@ def test_a_variant_without_a_slot_is_refused_alone_and_in_a_grid(tmp_path: Path)
 
 
 def test_local_with_a_window_over_the_whole_memory_warns_that_it_equals_global(tmp_path: Path) -> None:
-    result = attnbench("train", "data=shapes", "model=local", "model.window=9", "logger=none", "trainer.epochs=1",
+    result = attnbench("train", "data=shapes", "model=local", "model.half_window=9", "logger=none", "trainer.epochs=1",
                        "data.train_size=32", "data.val_size=8", "data.test_size=8", cwd=tmp_path, check=True)
     assert "warning: model=local equals global" in result.stdout, result.stdout
     summary = assert_complete_summary(run_dirs(tmp_path / "outputs")[0])

@@ -14,14 +14,13 @@ from PIL import Image
 
 from attnbench.data.captions import (
     CaptionData,
-    Vocabulary,
     describe,
     load_caption_file,
     load_caption_hub,
     load_coco,
     load_shapes,
-    tokenize,
 )
+from attnbench.data.vocab import Vocab, tokenize
 from attnbench.errors import UserError
 
 datasets = pytest.importorskip("datasets")
@@ -33,15 +32,16 @@ def png_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (30, 20)) ->
     return buffer.getvalue()
 
 
-def test_tokenize_and_vocabulary() -> None:
-    assert tokenize("A dog's ball, on the GRASS!") == ["a", "dog's", "ball", "on", "the", "grass"]
-    vocab = Vocabulary.build([["a red circle", "a red square"], ["a blue circle."]], min_count=2)
-    assert vocab.words[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
-    assert set(vocab.words[4:]) == {"a", "red", "circle"}  # square and blue are seen once
-    ids = vocab.encode("A red square", max_length=2)
-    assert ids == [vocab.bos, vocab.index["a"], vocab.index["red"], vocab.eos]  # cut to two words
-    assert vocab.decode([vocab.index["a"], vocab.unk, vocab.eos, vocab.index["red"]]) == ["a", "<unk>"]
-    assert Vocabulary.from_json(json.loads(json.dumps(vocab.to_json()))).words == vocab.words
+def test_the_caption_vocabulary_is_the_shared_one_without_punctuation(tmp_path) -> None:
+    assert tokenize("A dog's ball, on the GRASS!", punctuation=False) == ["a", "dog's", "ball", "on", "the", "grass"]
+    vocab = Vocab.build(["a red circle", "a red square", "a blue circle."], min_freq=2, punctuation=False,
+                        sentence_marks=True)
+    assert vocab.tokens[:4] == ["<pad>", "<unk>", "<bos>", "<eos>"]
+    assert set(vocab.tokens[4:]) == {"a", "red", "circle"}  # square and blue are seen once; "." is no word
+    assert vocab.encode("A red square", max_length=2) == [vocab.index["a"], vocab.index["red"]]  # cut to two
+    assert vocab.decode([vocab.bos, vocab.index["a"], vocab.unk, vocab.eos, vocab.index["red"]]) == ["a", "<unk>"]
+    again = Vocab.load(vocab.save(tmp_path / "vocab.json", max_length=2))
+    assert again.tokens == vocab.tokens and again.encode("a blue circle.") == vocab.encode("a blue circle.")
 
 
 def test_shapes_scenes_match_their_captions() -> None:

@@ -106,7 +106,7 @@ def test_caption_file_bad_input_ends_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and "cannot decode" in lines[0] and "im2.jpg" in lines[0], result.stderr
 
 
-@pytest.mark.parametrize("override", ["data.beam=0"])
+@pytest.mark.parametrize("override", ["task.beam=0"])
 def test_impossible_caption_settings_are_refused(tmp_path: Path, override: str) -> None:
     result = attnbench("train", *TINY, override, cwd=tmp_path)
     assert result.returncode == 2

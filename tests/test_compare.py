@@ -494,7 +494,7 @@ def test_each_row_is_measured_against_its_matched_control(tmp_path: Path) -> Non
     for (model, reweight, readout), accs in rows.items():
         for seed, acc in enumerate(accs):
             model_cfg = {"model": {"name": model, **({"reweight": reweight == "true"} if reweight != "-" else {})}}
-            overrides = [f"model={model}", f"seed={seed}", f"data.readout={readout}"]
+            overrides = [f"model={model}", f"seed={seed}", f"task.readout={readout}"]
             run = write_run(sweep, "none", seed, acc, overrides=overrides + [f"model.reweight={reweight}"])
             config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
             config.update(model_cfg)
@@ -505,7 +505,7 @@ def test_each_row_is_measured_against_its_matched_control(tmp_path: Path) -> Non
             (run / "summary.json").write_text(json.dumps(summary))
     (c,) = json.loads(attnbench("compare", str(sweep), "--format", "json", cwd=tmp_path, check=True).stdout)[
         "data_sets"]
-    by = {(r["model"], r["model.reweight"], r["data.readout"]): r for r in c["rows"]}
+    by = {(r["model"], r["model.reweight"], r["task.readout"]): r for r in c["rows"]}
     can, control = by[("cross", "true", "mean")], by[("cross", "false", "mean")]
     assert can["reference"] == "model.reweight=false" and can["delta"] == pytest.approx(0.145)
     assert control["reference"] == "model=none" and control["delta"] == pytest.approx(0.03)  # the same readout

@@ -293,7 +293,7 @@ def test_headprune_test_gates_are_stretched_clipped_sigmoid(batch):
 
 def test_headprune_expected_open_heads_and_l0_penalty(batch):
     x, mask = batch
-    module = HeadPruneAttention(DIM, HEADS, l0_coef=0.5).train()
+    module = HeadPruneAttention(DIM, HEADS, l0_weight=0.5).train()
     with torch.no_grad():
         module.gate.log_alpha.copy_(torch.tensor([-3.0, -1.0, 0.0, 2.0]))
     temperature, low, high = 0.33, -0.1, 1.1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from attnbench.attention import Attention
-from attnbench.attention.model import DAttn
+from attnbench.attention.network import DAttn
 from attnbench.attention.pool import MeanPool
 from attnbench.backbones.text import BiGRU, TextCNN, TransformerText, reverse_padded
 from attnbench.data.batches import TokenBatches
@@ -156,7 +156,7 @@ def test_backbones_ignore_padding():
     other = padded.clone()
     other[:, 7:] = 9  # whatever the padding holds, it is masked
     backbones = [BiGRU(50, 8, 6), TextCNN(50, 8, (2, 3), 4), TransformerText(50, 8, 2, 1, 16),
-                 BiGRU(50, 8, 6, slots={"model": lambda d: DAttn(d, local_filters=4, global_filters=3, hidden=8)})]
+                 BiGRU(50, 8, 6, slots={"network": lambda d: DAttn(d, local_filters=4, global_filters=3, hidden=8)})]
     for backbone in backbones:
         backbone.eval()
         out = backbone(tokens, mask)

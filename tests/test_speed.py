@@ -167,7 +167,7 @@ def test_relpos_flex_path_equals_dense_path(reach: int) -> None:
 
 
 def test_local_band_and_flex_paths_equal_dense_path_with_gradients() -> None:
-    module = LocalSelfAttention(16, heads=2, window=3)
+    module = LocalSelfAttention(16, heads=2, half_window=3)
     x, mask = _padded_batch(24, 16)
     q, k, v = (t.detach().requires_grad_() for t in module.project(x))
     module.train()
@@ -197,7 +197,7 @@ def test_local_band_and_flex_paths_equal_dense_path_with_gradients() -> None:
 
 def test_local_mixer_refuses_impossible_windows() -> None:
     with pytest.raises(ValueError, match="window"):
-        LocalSelfAttention(16, window=0)
+        LocalSelfAttention(16, half_window=0)
     with pytest.raises(ValueError, match="sigma"):
         LocalSelfAttention(16, sigma=0)
 
@@ -205,7 +205,7 @@ def test_local_mixer_refuses_impossible_windows() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("make", [lambda: RelativePositionAttention(64, heads=4, max_distance=8),
-                                  lambda: LocalSelfAttention(64, heads=4, window=8)])
+                                  lambda: LocalSelfAttention(64, heads=4, half_window=8)])
 def test_flex_path_trains_like_dense_path_on_cuda(make) -> None:
     module = make().cuda().train()
     assert module.path(300, torch.device("cuda")) == "flex"

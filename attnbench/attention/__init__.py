@@ -11,10 +11,10 @@ from .base import (
                    send_reward,
                    survey,
 )
-from .registry import SLOT_KINDS, VARIANTS, Variant, get_variant
+from .registry import SLOT_KINDS, VARIANTS, Variant
 
 __all__ = [
     "Attention", "SLOT_KINDS", "VARIANTS", "Variant", "attention_entropy", "attention_modules",
-    "attention_parameters", "aux_losses", "capture_weights", "diagnostics", "get_variant", "send_reward",
+    "attention_parameters", "aux_losses", "capture_weights", "diagnostics", "send_reward",
     "survey",
 ]

@@ -101,7 +101,7 @@ class SoftAttention(ScoredAlign):
     official code (arctic-captions) sums the penalty over every step of the padded batch; here it is summed over the
     caption's real steps, as the paper writes it. The penalty's coefficient defaults to the code's ``alpha_c = 0``:
     it asks for equal attention to every region over a caption, which the paper found to help BLEU on photos but
-    which spreads the attention away from the object a word names (``doubly_stochastic=1`` for the paper's
+    which spreads the attention away from the object a word names (``doubly_stochastic_weight=1`` for the paper's
     setting). The gate follows the paper (the code's ``selector``, off by default there). ``score``, ``norm`` and
     ``temperature`` are the shared similarity parameters (the paper: additive, softmax, 1).
     """
@@ -110,13 +110,13 @@ class SoftAttention(ScoredAlign):
 
     def __init__(self, query_dim: int, memory_dim: int, /, score: str = "additive", hidden: int | None = None,
                  norm: str = "softmax", temperature: float = 1.0, gate: bool = True,
-                 doubly_stochastic: float = 0.0) -> None:
+                 doubly_stochastic_weight: float = 0.0) -> None:
         super().__init__()
         check_norm(norm, temperature)
-        if doubly_stochastic < 0:
-            raise ValueError(f"doubly_stochastic must be at least 0, got {doubly_stochastic}")
+        if doubly_stochastic_weight < 0:
+            raise ValueError(f"doubly_stochastic_weight must be at least 0, got {doubly_stochastic_weight}")
         self.score = Score(score, query_dim, memory_dim, hidden)
-        self.norm, self.temperature, self.coef = norm, temperature, doubly_stochastic
+        self.norm, self.temperature, self.penalty_weight = norm, temperature, doubly_stochastic_weight
         self.gate = nn.Linear(query_dim, 1) if gate else None
         self.out_dim = memory_dim
 
@@ -125,8 +125,9 @@ class SoftAttention(ScoredAlign):
         return self.gated(_context(weights, memory), query), weights
 
     def finish(self, weights: Tensor, steps: Tensor) -> None:
-        if self.training and self.coef > 0:
-            self.add_loss("doubly_stochastic", self.coef * doubly_stochastic_penalty(weights, steps, self._mask))
+        if self.training and self.penalty_weight > 0:
+            penalty = doubly_stochastic_penalty(weights, steps, self._mask)
+            self.add_loss("doubly_stochastic", self.penalty_weight * penalty)
         super().finish(weights, steps)
 
 
@@ -165,7 +166,7 @@ class HardAttention(ScoredAlign):
 
     def __init__(self, query_dim: int, memory_dim: int, /, score: str = "additive", hidden: int | None = None,
                  norm: str = "softmax", temperature: float = 1.0, soft_mix: float = 0.5, signal_scale: float = 0.1,
-                 entropy: float = 0.01, baseline_decay: float = 0.9, gate: bool = True,
+                 entropy_weight: float = 0.01, baseline_decay: float = 0.9, gate: bool = True,
                  argmax_at_test: bool = False) -> None:
         super().__init__()
         check_norm(norm, temperature)
@@ -174,11 +175,12 @@ class HardAttention(ScoredAlign):
         for name, value in (("soft_mix", soft_mix), ("baseline_decay", baseline_decay)):
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if signal_scale < 0 or entropy < 0:
-            raise ValueError(f"signal_scale and entropy must be at least 0, got {signal_scale} and {entropy}")
+        if signal_scale < 0 or entropy_weight < 0:
+            raise ValueError(f"signal_scale and entropy_weight must be at least 0, got {signal_scale} and "
+                             f"{entropy_weight}")
         self.score = Score(score, query_dim, memory_dim, hidden)
         self.norm, self.temperature = norm, temperature
-        self.soft_mix, self.signal_scale, self.entropy_coef = soft_mix, signal_scale, entropy
+        self.soft_mix, self.signal_scale, self.entropy_weight = soft_mix, signal_scale, entropy_weight
         self.decay = baseline_decay
         self.gate = nn.Linear(query_dim, 1) if gate else None
         self.argmax_at_test = argmax_at_test
@@ -219,9 +221,9 @@ class HardAttention(ScoredAlign):
                 chosen = torch.stack(self._samples, 1).unsqueeze(-1)  # (B, T, 1)
                 log_prob = weights.gather(-1, chosen).squeeze(-1).clamp_min(1e-12).log()
                 self._log_prob, self._tokens = (log_prob * real).sum(1), tokens
-            if self.entropy_coef > 0:
+            if self.entropy_weight > 0:
                 step_entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1)
-                self.add_loss("entropy_bonus", -self.entropy_coef * (step_entropy * real).sum() / tokens)
+                self.add_loss("entropy_bonus", -self.entropy_weight * (step_entropy * real).sum() / tokens)
         else:
             self.add_diagnostic("reinforce_baseline", self.baseline)
             self.add_diagnostic("reinforce_signal", self.signal_mean)
@@ -320,19 +322,19 @@ class LocalAttention(ScoredAlign):
     paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (local)"
     placement = "output"
 
-    def __init__(self, query_dim: int, memory_dim: int, /, window: int = 2, alignment: str = "predictive",
+    def __init__(self, query_dim: int, memory_dim: int, /, half_window: int = 2, alignment: str = "predictive",
                  sigma: float | None = None, score: str = "general", hidden: int | None = None,
                  norm: str = "softmax", temperature: float = 1.0, gate: bool = False) -> None:
         super().__init__()
         check_norm(norm, temperature)
-        if window < 1:
-            raise ValueError(f"window (the half-width D) must be at least 1, got {window}")
+        if half_window < 1:
+            raise ValueError(f"half_window (D) must be at least 1, got {half_window}")
         if alignment not in ("predictive", "monotonic"):
             raise ValueError(f"alignment must be predictive (local-p) or monotonic (local-m), not {alignment!r}")
         if sigma is not None and sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        self.window, self.alignment = window, alignment
-        self.sigma = sigma if sigma is not None else window / 2
+        self.half_window, self.alignment = half_window, alignment
+        self.sigma = sigma if sigma is not None else half_window / 2
         self.score = Score(score, query_dim, memory_dim, hidden)
         self.norm, self.temperature = norm, temperature
         self.gate = nn.Linear(query_dim, 1) if gate else None
@@ -346,8 +348,8 @@ class LocalAttention(ScoredAlign):
     def reduction(self, choices: dict[str, int]) -> str | None:
         """Wherever p_t lies, [p_t − D, p_t + D] holds every position of an axis of S when D ≥ S − 1."""
         shape = self._grid or (choices["regions"],)
-        if all(self.window >= side - 1 for side in shape):
-            return (f"equals global: its window of half-width {self.window} covers all {choices['regions']} "
+        if all(self.half_window >= side - 1 for side in shape):
+            return (f"equals global: its window of half-width {self.half_window} covers all {choices['regions']} "
                     f"regions of its memory ({'×'.join(map(str, shape))}) wherever it is centred; only the "
                     f"Gaussian falloff (σ={self.sigma:g}) differs")
         return None
@@ -368,7 +370,7 @@ class LocalAttention(ScoredAlign):
     def forward(self, query: Tensor, memory: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         keys = self._keys_for(memory, mask)
         centre = self.centre(query)
-        inside = window_mask(self._positions, centre, self.window)
+        inside = window_mask(self._positions, centre, self.half_window)
         if mask is not None:
             inside = inside & mask
         scores = self.score.compare(query.unsqueeze(1), keys).squeeze(1)

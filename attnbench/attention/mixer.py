@@ -365,15 +365,15 @@ class LocalSelfAttention(MultiHeadAttention):
     paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (local-m, as self-attention)"
     one_head = None
 
-    def __init__(self, dim: int, heads: int = 4, window: int = 2, sigma: float | None = None,
+    def __init__(self, dim: int, heads: int = 4, half_window: int = 2, sigma: float | None = None,
                  norm: str = "softmax", temperature: float = 1.0, dropout: float = 0.0, bias: bool = True) -> None:
-        if window < 1:
-            raise ValueError(f"window (the half-width D) must be at least 1, got {window}")
+        if half_window < 1:
+            raise ValueError(f"half_window (D) must be at least 1, got {half_window}")
         if sigma is not None and sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
         super().__init__(dim, heads, "scaled", norm, temperature, dropout, bias)
-        self.window = window
-        self.sigma = sigma if sigma is not None else window / 2
+        self.half_window = half_window
+        self.sigma = sigma if sigma is not None else half_window / 2
 
     def path(self, n: int, device: torch.device) -> str:
         if self.recording:
@@ -381,7 +381,7 @@ class LocalSelfAttention(MultiHeadAttention):
         if (self.norm == "softmax" and not (self.training and self.dropout)
                 and flex_kernel(device) is not None):
             return "flex"
-        return "band" if 2 * self.window + 1 <= MAX_BAND else "dense"
+        return "band" if 2 * self.half_window + 1 <= MAX_BAND else "dense"
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         path = self.path(q.shape[-2], q.device)
@@ -396,7 +396,7 @@ class LocalSelfAttention(MultiHeadAttention):
     def attend_dense(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         position = torch.arange(q.shape[-2], device=q.device)
         offset = position[None, :] - position[:, None]  # j − i, (N, N)
-        inside = offset.abs() <= self.window
+        inside = offset.abs() <= self.half_window
         if mask is not None:
             inside = inside & key_mask(mask)
         weights = normalize((q * self.scale) @ k.transpose(-2, -1), inside, self.norm)
@@ -405,10 +405,10 @@ class LocalSelfAttention(MultiHeadAttention):
         return self.drop(weights) @ v
 
     def attend_band(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        index, inside = band_index(q.shape[-2], self.window, q.device)
+        index, inside = band_index(q.shape[-2], self.half_window, q.device)
         scores = ((q * self.scale).unsqueeze(-2) @ k[:, :, index].transpose(-2, -1)).squeeze(-2)  # (B,h,N,2D+1)
         weights = normalize(scores, band_keys(mask, index, inside), self.norm)
-        offsets = torch.arange(-self.window, self.window + 1, device=q.device)
+        offsets = torch.arange(-self.half_window, self.half_window + 1, device=q.device)
         weights = weights * self.falloff(offsets).to(weights.dtype)
         return (self.drop(weights).unsqueeze(-2) @ v[:, :, index]).squeeze(-2)
 
@@ -419,7 +419,7 @@ class LocalSelfAttention(MultiHeadAttention):
         def log_falloff(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, kv: Tensor) -> Tensor:
             return score - (kv - qi).float().square() * inverse
 
-        window = offset_block_mask("within", n, self.window, q.device)
+        window = offset_block_mask("within", n, self.half_window, q.device)
         out, lse_falloff = attention_with_lse(kernel, q, k, v, padding_score_mod(mask, log_falloff), window,
                                               self.scale)
         _, lse = attention_with_lse(kernel, q, k, v, padding_score_mod(mask), window, self.scale)
@@ -484,7 +484,7 @@ class HeadPruneAttention(MultiHeadAttention):
     Defaults follow the official code (github.com/lena-voita/the-story-of-heads): gate temperature T = 0.33,
     stretch (l, r) = (−0.1, 1.1), log α drawn Glorot-uniform, one noise draw per step for the whole batch.
     The paper writes the gate with the hard concrete of Louizos et al. 2018, whose experiments use T = 2/3:
-    ``gate_temperature=0.667`` gives that form. λ (``l0_coef``) = 0.1 is the value of the official training
+    ``gate_temperature=0.667`` gives that form. λ (``l0_weight``) = 0.1 is the value of the official training
     script (its loss class defaults to 1.0 and the script asks for it to be set per experiment). The official
     loss averages the penalty over all gated attention layers; here every gated layer adds its own term.
     ``score``, ``norm``, ``temperature``, ``dropout`` as in ``MultiHeadAttention``.
@@ -495,19 +495,19 @@ class HeadPruneAttention(MultiHeadAttention):
 
     def __init__(self, dim: int, /, heads: int = 4, score: str = "scaled", norm: str = "softmax",
                  temperature: float = 1.0, dropout: float = 0.0, bias: bool = True, gate_temperature: float = 0.33,
-                 stretch: Sequence[float] = (-0.1, 1.1), l0_coef: float = 0.1,
+                 stretch: Sequence[float] = (-0.1, 1.1), l0_weight: float = 0.1,
                  init_log_alpha: float | None = None) -> None:
         super().__init__(dim, heads, score, norm, temperature, dropout, bias)
-        if l0_coef < 0:
-            raise ValueError(f"l0_coef must be at least 0, got {l0_coef}")
-        self.l0_coef = l0_coef
+        if l0_weight < 0:
+            raise ValueError(f"l0_weight must be at least 0, got {l0_weight}")
+        self.l0_weight = l0_weight
         self.gate = HardConcreteGate(heads, gate_temperature, stretch, init_log_alpha)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         q, k, v = self.project(x)
         gates = self.gate()
         if self.training:
-            self.add_loss("l0", self.l0_coef * self.gate.open_probability().sum())
+            self.add_loss("l0", self.l0_weight * self.gate.open_probability().sum())
         else:
             self.add_diagnostic("open_heads", (gates > 0).sum().float())
         return self.out_proj(merge_heads(self.attend(q, k, v, mask) * gates.to(q.dtype)[:, None, None]))

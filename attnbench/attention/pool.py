@@ -298,7 +298,7 @@ class MultiQueryAttention(Attention):
     """Structured self-attention: r learned queries, A = softmax(W₂ tanh(W₁Hᵀ)), M = AH flattened.
 
     Lin et al., "A Structured Self-attentive Sentence Embedding", ICLR 2017: W₁ (d_a × D) and W₂ (r × d_a)
-    without biases, r = 30, d_a = 350, and the penalty ‖AAᵀ − I‖²_F × ``coef`` (1.0) pushing the r rows to
+    without biases, r = 30, d_a = 350, and the penalty ‖AAᵀ − I‖²_F × ``penalty_weight`` (1.0) pushing the r rows to
     attend to different positions; it reaches the loss as ``train/aux/multiquery``. The rows of W₂ are r
     learned queries scored with ``dot`` against the keys tanh(W₁h); ``score``, ``norm`` and ``temperature``
     swap the similarity and normalisation. ``out_dim = r·dim``. With fewer positions than r, AAᵀ has rank
@@ -308,17 +308,17 @@ class MultiQueryAttention(Attention):
     slot = "pool"
     paper = "Lin et al. 2017, A Structured Self-attentive Sentence Embedding"
 
-    def __init__(self, dim: int, /, r: int = 30, d_a: int = 350, coef: float = 1.0, score: str = "dot",
+    def __init__(self, dim: int, /, r: int = 30, d_a: int = 350, penalty_weight: float = 1.0, score: str = "dot",
                  norm: str = "softmax", temperature: float = 1.0) -> None:
         super().__init__()
         _positive("r", r)
         _positive("d_a", d_a)
-        if coef < 0:
-            raise ValueError(f"coef must be non-negative, got {coef}")
+        if penalty_weight < 0:
+            raise ValueError(f"penalty_weight must be non-negative, got {penalty_weight}")
         check_norm(norm, temperature)
         self.keys = nn.Linear(dim, d_a, bias=False)  # W₁
         self.scores = LearnedQueries(d_a, r, score)  # the rows of W₂
-        self.norm, self.temperature, self.coef, self.r = norm, temperature, coef, r
+        self.norm, self.temperature, self.penalty_weight, self.r = norm, temperature, penalty_weight, r
         self.out_dim = r * dim
 
     def reduction(self, choices: dict[str, int]) -> str | None:
@@ -329,8 +329,8 @@ class MultiQueryAttention(Attention):
         valid = None if mask is None else mask.unsqueeze(1)
         a = normalize(self.scores(torch.tanh(self.keys(x))), valid, self.norm, self.temperature)  # (B, r, N)
         self.record(a, valid)
-        if self.training and self.coef > 0:
-            self.add_loss("multiquery", self.coef * redundancy_penalty(a))
+        if self.training and self.penalty_weight > 0:
+            self.add_loss("multiquery", self.penalty_weight * redundancy_penalty(a))
         return (a @ x).flatten(1)
 
 

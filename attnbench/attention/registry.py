@@ -2,7 +2,7 @@
 
 A variant usually fills one slot kind; a few fill two (``gate`` is a channel gate on images and a token gate
 on sequences). ``none`` fills nothing: every slot keeps its backbone's default (identity, mean pooling).
-A whole-model variant (``dattn``) fills the ``model`` slot: it replaces a text backbone after its embedding.
+A whole-network variant (``dattn``) fills the ``network`` slot: it replaces a text backbone after its embedding.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import align, feature, mixer, model, pair, pool
+from . import align, feature, mixer, network, pair, pool
 
-SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair", "model")
+SLOT_KINDS = ("feature", "mixer", "pool", "align", "pair", "network")
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,6 @@ VARIANTS: dict[str, Variant] = _variants(
     ("local", {"align": align.LocalAttention}),
     ("coattn", {"pair": pair.CoAttention}),
     ("cross", {"pair": pair.CrossAttention}),
-    ("dattn", {"model": model.DAttn}),
+    ("dattn", {"network": network.DAttn}),
 )
 
-
-def get_variant(name: str) -> Variant:
-    if name not in VARIANTS:
-        raise KeyError(name)
-    return VARIANTS[name]

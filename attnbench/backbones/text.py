@@ -124,9 +124,9 @@ class TransformerTextEncoder(nn.Module):
 
 
 class TextBackbone(nn.Module):
-    """Embedding -> encoder -> optional mixer sublayer -> pool, or embedding -> a whole-model variant."""
+    """Embedding -> encoder -> optional mixer sublayer -> pool, or embedding -> a whole-network variant."""
 
-    slots = ("mixer", "pool", "model")
+    slots = ("mixer", "pool", "network")
 
     def __init__(self, vocab_size: int, embed_dim: int, dropout: float, encoder: Callable[[], nn.Module],
                  slots: dict[str, SlotFactory] | None, project_readout: bool = False) -> None:
@@ -136,10 +136,10 @@ class TextBackbone(nn.Module):
             raise ValueError(f"vocab_size must be at least 3 and embed_dim positive, got {vocab_size}, {embed_dim}")
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.dropout = nn.Dropout(dropout)
-        self.model: nn.Module | None = None
-        if "model" in slots:
-            self.model = slots["model"](embed_dim)
-            self.out_dim: int = self.model.out_dim
+        self.network: nn.Module | None = None
+        if "network" in slots:
+            self.network = slots["network"](embed_dim)
+            self.out_dim: int = self.network.out_dim
             return
         self.encoder = encoder()
         width = self.encoder.out_dim
@@ -149,8 +149,8 @@ class TextBackbone(nn.Module):
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         x = self.dropout(self.embed(tokens)) * mask.unsqueeze(-1)  # padding embeds to exact zeros
-        if self.model is not None:
-            return self.model(x, mask)
+        if self.network is not None:
+            return self.network(x, mask)
         x = self.encoder(x, mask)
         if self.mixer is not None:
             x = self.mixer(x, mask)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..seeds import mixed_seed
+
 
 @dataclass
 class Augment:
@@ -75,7 +77,7 @@ class TensorBatches:
     def order(self, epoch: int) -> Tensor:
         if not self.shuffle:
             return torch.arange(len(self.labels), device=self.images.device)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        g = torch.Generator().manual_seed(mixed_seed(self.seed, epoch))
         return torch.randperm(len(self.labels), generator=g).to(self.images.device)
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
@@ -133,7 +135,7 @@ class TokenBatches:
         """The review indices of one epoch, batch after batch (on the CPU)."""
         if not self.shuffle:
             return torch.sort(self.lengths, descending=True, stable=True).indices
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        g = torch.Generator().manual_seed(mixed_seed(self.seed, epoch))
         order = torch.randperm(len(self.labels), generator=g)
         pool = self.batch_size * max(self.bucket, 1)
         order = torch.cat([chunk[torch.sort(self.lengths[chunk], stable=True).indices] for chunk in order.split(pool)])

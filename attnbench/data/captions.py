@@ -3,7 +3,7 @@ user's own caption files (Karpathy JSON or COCO captions JSON).
 
 Every loader returns a ``CaptionData``: three splits, each a list of images (held as tensors, or decoded a batch
 at a time from the hub's parquet or from files), the raw reference captions of every image, and the image's name.
-Tokenisation and the vocabulary are here too; the task builds the vocabulary from the training captions.
+The task builds its vocabulary (``data/vocab.py``, shared with text rating) from the training captions.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import functools
 import io
 import itertools
 import json
-import re
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,59 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .hub import load_hub
-
-# ---------------------------------------------------------------------------------------- tokens
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case words and numbers, punctuation dropped: the one tokenisation used for the vocabulary, the
-    references and the generated captions alike (pycocoevalcap's Java tokenizer is never called)."""
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
-
-
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
-
-
-class Vocabulary:
-    """Words of the training captions seen at least ``min_count`` times, after ``<pad> <bos> <eos> <unk>``."""
-
-    def __init__(self, words: Sequence[str]) -> None:
-        self.words = list(words)
-        self.index = {w: i for i, w in enumerate(self.words)}
-        self.pad, self.bos, self.eos, self.unk = (self.index[w] for w in (PAD, BOS, EOS, UNK))
-
-    @classmethod
-    def build(cls, captions: list[list[str]], min_count: int) -> Vocabulary:
-        counts = Counter(w for per_image in captions for caption in per_image for w in tokenize(caption))
-        kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
-        return cls([PAD, BOS, EOS, UNK, *kept])
-
-    def __len__(self) -> int:
-        return len(self.words)
-
-    def encode(self, caption: str, max_length: int) -> list[int]:
-        """``<bos>`` words (at most ``max_length``) ``<eos>``."""
-        ids = [self.index.get(w, self.unk) for w in tokenize(caption)[:max_length]]
-        return [self.bos, *ids, self.eos]
-
-    def decode(self, ids: Sequence[int]) -> list[str]:
-        """Words up to the first ``<eos>``, without the special tokens."""
-        words = []
-        for i in ids:
-            if i == self.eos:
-                break
-            if i not in (self.pad, self.bos):
-                words.append(self.words[i])
-        return words
-
-    def to_json(self) -> dict[str, Any]:
-        return {"words": self.words}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Vocabulary:
-        return cls(data["words"])
-
+from .hub import check_columns, load_hub
 
 # ---------------------------------------------------------------------------------------- images
 
@@ -166,7 +112,6 @@ class CaptionData:
     test: CaptionSplit
     source: str
     image_size: int
-    synthetic: bool = False
     nouns: tuple[str, ...] = field(default_factory=tuple)  # words that name an object (shapes: for grounding)
 
     def check(self) -> None:
@@ -301,7 +246,7 @@ def load_shapes(train_size: int = 3000, val_size: int = 300, test_size: int = 50
         names = [f"shapes-{len(splits)}-{i}" for i in range(size)]
         splits.append(CaptionSplit(TensorImages(tensor), captions, names, objects))
     data = CaptionData(*splits, source=f"data=shapes (synthetic scenes, seed {seed})", image_size=image_size,
-                       synthetic=True, nouns=SHAPE_NAMES)
+                       nouns=SHAPE_NAMES)
     data.check()
     return data
 
@@ -389,12 +334,6 @@ def _caption_values(row: dict[str, Any], columns: Sequence[str]) -> list[str]:
     return out
 
 
-def _check_columns(ds: Any, columns: Sequence[str], hub_id: str) -> None:
-    for column in columns:
-        if column not in ds.column_names:
-            raise UserError(f"{hub_id} has no column {column!r}; its columns are {', '.join(ds.column_names)}")
-
-
 def load_caption_hub(hub_id: str = "jxie/flickr8k", image_column: str = "image",
                      caption_columns: Sequence[str] = ("caption_0", "caption_1", "caption_2", "caption_3", "caption_4"),
                      image_size: int = 224, limit: int | None = None, split_seed: int = 0) -> CaptionData:
@@ -409,7 +348,7 @@ def load_caption_hub(hub_id: str = "jxie/flickr8k", image_column: str = "image",
     for split, parts in _hub_splits(dd, hub_id).items():
         listing, rows = _Listing(), []
         for part in parts:
-            _check_columns(part, [image_column, *caption_columns], hub_id)
+            check_columns(part, hub_id, [image_column, *caption_columns])
             table = part.cast_column(image_column, datasets.Image(decode=False))
             texts = table.select_columns(list(caption_columns))
             for i, row in enumerate(texts):
@@ -443,7 +382,7 @@ def load_coco(image_root: str | None = None, hub_id: str = "yerevann/coco-karpat
     for split, parts in _hub_splits(dd, hub_id).items():
         listing = _Listing()
         for part in parts:
-            _check_columns(part, ["filepath", "filename", "sentences"], hub_id)
+            check_columns(part, hub_id, ["filepath", "filename", "sentences"])
             for row in part.select_columns(["filepath", "filename", "sentences"]):
                 listing.add(root / row["filepath"] / row["filename"], list(row["sentences"]), row["filename"])
         listings[split] = listing.limit(limit, split_seed)

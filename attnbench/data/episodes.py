@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..seeds import mixed_seed
 
 SPLITS = ("train", "val", "test")
 STREAMS = {split: i for i, split in enumerate(SPLITS)}  # keeps the random streams of the splits apart
@@ -90,8 +91,7 @@ def split_classes(names: list[str], val_fraction: float, test_fraction: float, s
 
 def episode_seed(seed: int, split: str, epoch: int, index: int) -> int:
     """A 63-bit seed for one episode, well mixed from its coordinates (no two coordinates share a stream)."""
-    state = np.random.SeedSequence([seed, STREAMS[split], epoch, index]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1
+    return mixed_seed(seed, STREAMS[split], epoch, index)
 
 
 @dataclass

@@ -15,13 +15,15 @@ class Task(Protocol):
     higher_is_better: bool
     model: nn.Module
     convolutional: bool  # channels_last pays off only for convolutional models
+    batch_size: int  # the global batch of a training step, in the task's own unit (samples, or episodes)
+    batch_key: str  # the setting that gives it (trainer.batch_size, task.episodes_per_step)
 
     def to(self, device: Any) -> None:
         """Move data held as tensors (and the model) to the training device."""
 
     def shard(self, rank: int, world: int) -> None:
         """Under DDP: from now on ``train_batches`` yields this rank's part of every global batch (the
-        global batch, ``trainer.batch_size``, is the same as in a one-process run, split ``world`` ways),
+        global batch, ``batch_size``, is the same as in a one-process run, split ``world`` ways),
         with random augmentation drawn from a stream of this rank's own. Evaluation is not sharded: every
         rank evaluates the whole split."""
 

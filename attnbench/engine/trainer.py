@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..attention import aux_losses
 from ..config import Precision, TrainerConfig
 from ..errors import UserError
+from ..seeds import mixed_seed
 from ..signals import Interrupted, StopSignals, stop_signals
 from ..track import Logger, RunDirectory
 from ..track.console import TrainingProgress, info
@@ -247,8 +248,8 @@ class Trainer:
     def _shard(self) -> None:
         """This rank's part of every global batch, its own random streams, and SyncBatchNorm if asked."""
         world = self.world
-        if self.cfg.batch_size % world.size:
-            raise UserError(f"trainer.batch_size={self.cfg.batch_size} does not split evenly over {world.size} "
+        if self.task.batch_size % world.size:
+            raise UserError(f"{self.task.batch_key}={self.task.batch_size} does not split evenly over {world.size} "
                             f"processes; make the global batch a multiple of {world.size}")
         if self.cfg.sync_batchnorm:
             if self.device.type != "cuda":
@@ -258,7 +259,7 @@ class Trainer:
         self.task.shard(world.rank, world.size)
         # dropout and stochastic attention draw differently on each rank; the weights are the same on all
         # ranks anyway (built from one seed, and DDP broadcasts rank 0's at wrapping)
-        torch.manual_seed(self.seed + 1_000_003 * world.rank)
+        torch.manual_seed(mixed_seed(self.seed, world.rank))
 
     def setup(self, resume_from: dict[str, Any] | None = None) -> None:
         """``place`` plus optimiser and schedule, restored from a checkpoint when resuming."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,7 @@ from ..config import check_settings
 from ..data import LOADERS
 from ..errors import UserError
 from ..values import check_values
+from .base import Task, read_spec
 from .build import (
     attention_slots,
     backbone_class,
@@ -33,8 +35,8 @@ from .fewshot import FewShotTask
 from .rate import RateTask
 from .shapes import attention_record
 
-# task family -> class; ``data.task`` in a data config picks one
-TASKS: dict[str, type] = {
+# task family -> class; ``task.name`` picks one (a data config chooses its task= option)
+TASKS: dict[str, type[Task]] = {
     "classify": ClassifyTask,
     "rate": RateTask,
     "caption": CaptionTask,
@@ -46,26 +48,35 @@ def family_slots() -> dict[str, tuple[str, ...]]:
     return {family: cls.slots for family, cls in TASKS.items()}
 
 
-def task_class(cfg: DictConfig, choices: dict[str, str]) -> type:
-    family = cfg.data.get("task")
+def task_class(cfg: DictConfig, choices: dict[str, str]) -> type[Task]:
+    """The task family's class, refusing a data set whose loader gives another family's data."""
+    family = cfg.task.name
     if family not in TASKS:
-        raise UserError(f"data={choices['data']} names task {family!r}, which is not one of {', '.join(TASKS)}")
-    return TASKS[family]
+        raise UserError(f"task={choices['task']} names family {family!r}, which is not one of {', '.join(TASKS)}")
+    cls = TASKS[family]
+    loader = LOADERS.get(cfg.data.name)
+    if loader is None:
+        raise UserError(f"data={choices['data']} names loader {cfg.data.name!r}, which does not exist")
+    gives = typing.get_type_hints(loader).get("return")
+    if gives is not None and not issubclass(gives, cls.data_type):
+        takes = [f for f, c in TASKS.items() if issubclass(gives, c.data_type)]
+        raise UserError(f"task={choices['task']} cannot train on data={choices['data']}, a data set of the "
+                        f"{' or '.join(takes) or 'no'} task; leave task= to the data set")
+    return cls
 
 
 def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     """Everything about a composed config that can be known without loading data or building a model:
-    the task exists, data/backbone/model keys are real parameters, the variant fits a slot.
+    the task exists and fits the data, data/backbone/model/task keys are real parameters, the variant fits a slot.
 
     ``choices`` are the config-group options the user picked (``{"data": "cifar100", ...}``): messages
     name those, while ``name`` inside each group is the loader, backbone or variant it runs.
     """
     check_settings(cfg)
     cls = task_class(cfg, choices)
-    loader = LOADERS.get(cfg.data.name)
-    if loader is None:
-        raise UserError(f"data={choices['data']} names loader {cfg.data.name!r}, which does not exist")
-    data_kwargs(cfg.data, loader, cls.data_keys, f"data={choices['data']}")
+    _, own = data_kwargs(cfg.data, LOADERS[cfg.data.name], cls.data_key_names(), f"data={choices['data']}")
+    read_spec(cls.DataKeys, own, f"data={choices['data']}")
+    read_spec(cls.Settings, plain(cfg.task), f"task={choices['task']}")
     label = f"backbone={choices['backbone']}"
     backbone = backbone_class(cfg.backbone.name, label)
     if not fits_task(backbone, cfg.backbone.name, cls):
@@ -76,7 +87,7 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     check_keys(settings, [p for p in parameters(backbone) if p not in given_by_task], label)
     check_values(backbone, settings, label)
     # slots the task fills itself (few-shot's pair slot, between query and class maps) are offered too
-    offered = (*backbone_slots(backbone, settings), *getattr(cls, "task_slots", ()))
+    offered = (*backbone_slots(backbone, settings), *cls.task_slots)
     attention_slots(cfg.model, offered, label, family_slots())
 
 
@@ -134,7 +145,8 @@ def probe_grid(jobs: list[tuple[str, DictConfig]]) -> None:
     seen: set[str] = set()
     with shared_data():
         for prefix, cfg in jobs:
-            identity = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "backbone", "model", "trainer")]
+            groups = ("data", "task", "backbone", "model", "trainer")
+            identity = [OmegaConf.to_container(cfg[k], resolve=True) for k in groups]
             key = json.dumps([*identity, cfg.get("allow_degenerate", False)], sort_keys=True, default=str)
             if key in seen:
                 continue
@@ -145,4 +157,4 @@ def probe_grid(jobs: list[tuple[str, DictConfig]]) -> None:
                 raise UserError(prefix + str(e)) from e
 
 
-__all__ = ["TASKS", "build_task", "check", "family_slots", "probe_grid", "shared_data"]
+__all__ = ["TASKS", "Task", "build_task", "check", "family_slots", "probe_grid", "shared_data"]

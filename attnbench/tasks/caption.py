@@ -2,30 +2,32 @@
 
 Training is teacher-forced on every (image, caption) pair; the per-caption log-likelihood goes back to the
 attention modules as their reward (``send_reward``), which ``hard`` attention learns from. Evaluation decodes one
-caption per image by beam search (``data.beam``; 1 is greedy) and scores it against all the image's references:
+caption per image by beam search (``task.beam``; 1 is greedy) and scores it against all the image's references:
 BLEU-1…4, ROUGE-L, CIDEr-D (the primary metric), METEOR when Java is there, and on scenes with object boxes
 (``data=shapes``) grounding: the share of a noun's attention that falls on the object it names.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from ..attention import diagnostics, send_reward
+from ..attention import send_reward
 from ..data import LOADERS
 from ..data.batches import channel_stats
-from ..data.captions import CaptionData, CaptionSplit, EncodedImages, Vocabulary
-from ..errors import UserError
-from .build import attention_slots, backbone_class, build_backbone, data_kwargs
+from ..data.captions import CaptionData, CaptionSplit, EncodedImages
+from ..data.vocab import Vocab
+from ..seeds import mixed_seed
+from ..values import COUNT, setting
+from .base import DiagnosticMeans, Task
 from .caption_metrics import caption_scores, grounding, resolve_meteor
 from .figures import caption_attention_figure
 
@@ -45,41 +47,46 @@ def prefetched(jobs: Iterator[Callable[[], T]]) -> Iterator[T]:
             yield pending.result()
 
 
-class CaptionTask:
+@dataclass
+class CaptionText:
+    """The data.* keys the caption task reads: how captions become token indices."""
+
+    max_length: int = setting(bound=COUNT, default=20)  # words kept per caption (plus <bos> and <eos>)
+    min_count: int = setting(bound=COUNT, default=1)  # rarer words map to <unk>
+
+
+@dataclass
+class CaptionSettings:
+    """task.* of captioning (conf/task/caption.yaml)."""
+
+    name: str = setting()
+    beam: int = setting(bound=COUNT)  # beam width of evaluation decoding; 1 = greedy
+    meteor: bool | str = setting(Literal["auto", True, False])  # auto: when `java` is on the PATH
+
+
+class CaptionTask(Task):
     family = "caption"
     slots = ("feature", "align")
     primary = "cider"
-    higher_is_better = True
     convolutional = True
-    backbones = ("caption_cnn", "caption_resnet")  # backbone config names (classes in BACKBONES)
+    backbones = ("caption_cnn", "caption_resnet")
     backbone_inputs = ("vocab_size", "in_channels")
-    data_keys = ("max_length", "min_count", "beam", "meteor")
+    data_type = CaptionData
+    DataKeys = CaptionText
+    Settings = CaptionSettings
 
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
-        loader = LOADERS[cfg.data.name]
-        loader_kwargs, task_kwargs = data_kwargs(cfg.data, loader, self.data_keys, f"data={choices['data']}")
-        self.model_name = choices["model"]  # figure titles
-        self.max_length = int(task_kwargs.get("max_length", 20))
-        self.beam = int(task_kwargs.get("beam", 1))
-        min_count = int(task_kwargs.get("min_count", 1))
-        for key, value in (("max_length", self.max_length), ("beam", self.beam), ("min_count", min_count)):
-            if value < 1:
-                raise UserError(f"data.{key} must be at least 1, got {value}")
-        self.meteor = resolve_meteor(task_kwargs.get("meteor", "auto"))
-        label = f"backbone={choices['backbone']}"
-        slots = attention_slots(cfg.model, backbone_class(cfg.backbone.name, label).slots, label, family_slots)
-        self.data: CaptionData = loader(**loader_kwargs)
-        self.vocab = Vocabulary.build(self.data.train.captions, min_count)
-        self.model = build_backbone(cfg.backbone, slots, label, vocab_size=len(self.vocab), in_channels=3)
+        super().__init__(cfg, choices, family_slots)
+        self.max_length, self.beam = self.data_keys.max_length, self.settings.beam
+        self.meteor = resolve_meteor(self.settings.meteor)
+        self.data: CaptionData = LOADERS[cfg.data.name](**self.loader_kwargs)
+        captions = (caption for per_image in self.data.train.captions for caption in per_image)
+        # words only: the caption metrics compare words, and a generated comma would count as one
+        self.vocab = Vocab.build(captions, self.data_keys.min_count, punctuation=False, sentence_marks=True)
+        self.model = self.build_backbone(vocab_size=len(self.vocab), in_channels=3)
         stats = self.model.input_stats or self._image_stats(self.data.train)
         self.mean, self.std = (torch.tensor(s).view(1, -1, 1, 1) for s in stats)
         self.tokens = {split: self._encode(getattr(self.data, split)) for split in ("train", "val", "test")}
-        self.batch_size = cfg.trainer.batch_size
-        self.eval_batch_size = cfg.trainer.eval_batch_size
-        self.label_smoothing = cfg.trainer.label_smoothing
-        self.seed = cfg.seed
-        self.device = torch.device("cpu")
-        self.rank, self.world = 0, 1
 
     # ------------------------------------------------------------------ data
 
@@ -95,7 +102,7 @@ class CaptionTask:
         rows, owners = [], []
         for image, captions in enumerate(split.captions):
             for caption in captions:
-                rows.append(self.vocab.encode(caption, self.max_length))
+                rows.append([self.vocab.bos, *self.vocab.encode(caption, self.max_length), self.vocab.eos])
                 owners.append(image)
         tokens = torch.full((len(rows), self.max_length + 2), self.vocab.pad, dtype=torch.long)
         for i, row in enumerate(rows):
@@ -117,15 +124,12 @@ class CaptionTask:
     def _run(self, split: CaptionSplit, jobs: Iterator[Callable[[], T]]) -> Iterator[T]:
         return prefetched(jobs) if isinstance(split.images, EncodedImages) else (job() for job in jobs)
 
-    def shard(self, rank: int, world: int) -> None:
-        self.rank, self.world = rank, world
-
     def steps_per_epoch(self) -> int:
         pairs = len(self.tokens["train"][1])
         return pairs // self.batch_size if pairs > self.batch_size else 1
 
     def _order(self, epoch: int) -> Tensor:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        g = torch.Generator().manual_seed(mixed_seed(self.seed, epoch))
         return torch.randperm(len(self.tokens["train"][1]), generator=g)
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
@@ -195,15 +199,12 @@ class CaptionTask:
         shares: list[float] = []
         chance: list[float] = []
         loss = torch.zeros(2, device=self.device)
-        extra: dict[str, Tensor] = {}
-        batches = 0
+        extra = DiagnosticMeans()
         also_greedy = split == "test" and self.beam > 1
         for index, images in self._eval_batches(data):
             loss += self._first_caption_loss(model, split, index, images)
             tokens, weights, grid = self._generate(model, images, self.beam)
-            for name, value in diagnostics(model).items():
-                extra[name] = extra.get(name, 0) + value
-            batches += 1
+            extra.add(model)
             tokens, weights = tokens.cpu().tolist(), weights.float().cpu().numpy()
             for row, (ids, image_weights) in enumerate(zip(tokens, weights)):
                 words = self.vocab.decode(ids)
@@ -224,8 +225,8 @@ class CaptionTask:
             metrics["grounding_chance"] = sum(chance) / max(len(chance), 1)
         nll, count = loss.tolist()
         metrics["loss"] = nll / max(count, 1)
-        values = torch.stack([v / batches for v in extra.values()]).tolist() if extra else []
-        metrics.update(zip(extra, values))
+        means = extra.means()
+        metrics.update(zip(means, torch.stack(list(means.values())).tolist() if means else []))
         return metrics
 
     def example_batch(self, limit: int | None = None) -> tuple[Tensor, int]:
@@ -254,13 +255,4 @@ class CaptionTask:
 
     def save_artifacts(self, run_dir: Path) -> None:
         """The vocabulary and the caption length: what turns the checkpoint's outputs back into words."""
-        content = {**self.vocab.to_json(), "max_length": self.max_length, "source": self.data.source}
-        (run_dir / "vocab.json").write_text(json.dumps(content, indent=1))
-
-    def state_dict(self) -> dict[str, Any]:
-        """Nothing: the order of every epoch follows from (seed, epoch); sampling uses torch's RNG, which the
-        trainer saves."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Nothing to restore (see ``state_dict``)."""
+        self.vocab.save(run_dir / "vocab.json", max_length=self.max_length, source=self.data.source)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.captions import tokenize
+from ..data.vocab import tokenize
 from ..errors import UserError
 
 
@@ -50,22 +50,18 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
-def resolve_meteor(setting: Any) -> bool:
-    """``data.meteor``: auto (when ``java`` is on the PATH), true (required) or false."""
-    if setting in ("auto", None):
+def resolve_meteor(setting: bool | str) -> bool:
+    """``task.meteor`` (checked against its spec): auto (when ``java`` is on the PATH), true (required) or false."""
+    if setting == "auto":
         return java_available()
-    if setting is True:
-        if not java_available():
-            raise UserError("data.meteor=true needs `java` on the PATH (METEOR 1.5 is a Java program); install a "
-                            "Java runtime or set data.meteor=auto")
-        return True
-    if setting is False:
-        return False
-    raise UserError(f"data.meteor must be auto, true or false, not {setting!r}")
+    if setting and not java_available():
+        raise UserError("task.meteor=true needs `java` on the PATH (METEOR 1.5 is a Java program); install a "
+                        "Java runtime or set task.meteor=auto")
+    return bool(setting)
 
 
 def _joined(text: str) -> str:
-    return " ".join(tokenize(text))
+    return " ".join(tokenize(text, punctuation=False))
 
 
 def caption_scores(references: Sequence[Sequence[str]], hypotheses: Sequence[str],

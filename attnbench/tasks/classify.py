@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from ..attention import capture_weights, diagnostics
+from ..attention import capture_weights
 from ..data import LOADERS
 from ..data.batches import Augment, TensorBatches, channel_stats
 from ..data.images import ImageData
-from .build import attention_slots, backbone_class, backbone_slots, build_backbone, data_kwargs, plain
+from ..seeds import mixed_seed
+from ..values import NONNEGATIVE, setting
+from .base import DiagnosticMeans, Task
 from .figures import attention_grid_figure
 
 
@@ -31,40 +34,36 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-class ClassifyTask:
+@dataclass
+class Augmentation:
+    """The data.* keys the classify task reads: augmentation, done on the device a batch at a time."""
+
+    crop_pad: int = setting(bound=NONNEGATIVE, default=0)  # pad, then crop back at random
+    flip: bool = False  # random horizontal flips
+    test_flip: bool = False  # evaluate on the mean logits of each image and its mirror
+
+
+class ClassifyTask(Task):
     family = "classify"
     slots = ("feature", "pool")
     primary = "acc"
-    higher_is_better = True
     convolutional = True
-    backbones = ("resnet", "speednet", "timm")  # backbone config names (classes in BACKBONES) this task can use
-    backbone_inputs = ("in_channels",)  # backbone arguments the task supplies from the data
-    data_keys = ("crop_pad", "flip", "test_flip")  # augmentation, done on the device a batch at a time
+    backbones = ("resnet", "speednet", "timm")
+    backbone_inputs = ("in_channels",)
+    data_type = ImageData
+    DataKeys = Augmentation
 
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
-        loader = LOADERS[cfg.data.name]
-        loader_kwargs, task_kwargs = data_kwargs(cfg.data, loader, self.data_keys, f"data={choices['data']}")
-        self.model_name, self.data_name = choices["model"], choices["data"]  # figure titles
-        label = f"backbone={choices['backbone']}"
-        settings = plain(cfg.backbone)
-        offered = backbone_slots(backbone_class(settings.pop("name"), label), settings)
-        slots = attention_slots(cfg.model, offered, label, family_slots)
-        self.data: ImageData = loader(**loader_kwargs)
-        self.model = Classifier(build_backbone(cfg.backbone, slots, label, in_channels=self.data.channels),
-                                len(self.data.classes))
-        self.augment = Augment(task_kwargs.get("crop_pad", 0), task_kwargs.get("flip", False))
-        self.test_flip = task_kwargs.get("test_flip", False)  # evaluate on the mean logits of x and its mirror
+        super().__init__(cfg, choices, family_slots)
+        self.data: ImageData = LOADERS[cfg.data.name](**self.loader_kwargs)
+        self.model = Classifier(self.build_backbone(in_channels=self.data.channels), len(self.data.classes))
+        self.augment = Augment(self.data_keys.crop_pad, self.data_keys.flip)
         self.mean, self.std = channel_stats(self.data.train.images)
         fit_inputs = getattr(self.model.backbone, "fit_inputs", None)
         if fit_inputs is not None:  # a data-dependent first layer (speednet's patch whitening)
             sample = self.data.train.images[:5000].float().div(255)
             fit_inputs((sample - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1))
-        self.batch_size = cfg.trainer.batch_size
-        self.eval_batch_size = cfg.trainer.eval_batch_size
-        self.label_smoothing = cfg.trainer.label_smoothing
-        self.seed = cfg.seed
         self.generator = torch.Generator().manual_seed(cfg.seed)  # augmentation draws; saved in checkpoints
-        self.rank, self.world = 0, 1
 
     def to(self, device: torch.device) -> None:
         for split in (self.data.train, self.data.val, self.data.test):
@@ -74,7 +73,7 @@ class ClassifyTask:
 
     def _augmentation_generator(self, device: torch.device) -> torch.Generator:
         """Augmentation draws; under DDP each rank its own stream (its samples are not another rank's)."""
-        return torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * self.rank)
+        return torch.Generator(device=device).manual_seed(mixed_seed(self.seed, self.rank))
 
     def _batches(self, split: str, train: bool = False) -> TensorBatches:
         data = getattr(self.data, split)
@@ -85,7 +84,7 @@ class ClassifyTask:
                              rank=self.rank if train else 0, world=self.world if train else 1)
 
     def shard(self, rank: int, world: int) -> None:
-        self.rank, self.world = rank, world
+        super().shard(rank, world)
         self.generator = self._augmentation_generator(self.generator.device)
 
     def steps_per_epoch(self) -> int:
@@ -100,22 +99,20 @@ class ClassifyTask:
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         correct = loss = None
-        extra: dict[str, Tensor] = {}
-        batches = 0
+        extra = DiagnosticMeans()
         for x, y in self._batches(split):
             logits = model(x).float()
-            if self.test_flip:
+            if self.data_keys.test_flip:
                 logits = (logits + model(x.flip(3)).float()) / 2
             batch_correct = (logits.argmax(1) == y).sum()
             batch_loss = F.cross_entropy(logits, y, reduction="sum")
             correct = batch_correct if correct is None else correct + batch_correct
             loss = batch_loss if loss is None else loss + batch_loss
-            for name, value in diagnostics(model).items():
-                extra[name] = extra.get(name, 0) + value
-            batches += 1
+            extra.add(model)
         n = len(getattr(self.data, split))
-        values = torch.stack([correct / n, loss / n, *(v / batches for v in extra.values())]).tolist()
-        return dict(zip(["acc", "loss", *extra], values))
+        means = extra.means()
+        values = torch.stack([correct / n, loss / n, *means.values()]).tolist()
+        return dict(zip(["acc", "loss", *means], values))
 
     def example_batch(self, limit: int | None = None) -> tuple[Any, int]:
         x, _ = next(iter(self._batches("test")))
@@ -144,9 +141,6 @@ class ClassifyTask:
         path = attention_grid_figure(images.clamp(0, 1).cpu(), weights.cpu(), y[:8].tolist(), predictions.tolist(),
                                      self.data.classes, title, out_dir / "attention.png")
         return {"attention": path}
-
-    def save_artifacts(self, run_dir: Path) -> None:
-        """Nothing beyond checkpoints: the class names are in the data config's source."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -14,24 +14,22 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from ..attention import capture_weights, diagnostics
+from ..attention import capture_weights
 from ..attention.pair import PairAttention
 from ..data import LOADERS
 from ..data.batches import Augment, channel_stats
 from ..data.episodes import Episode, EpisodeSampler, FewShotData, episode_seed
 from ..errors import UserError
-from .build import attention_slots, backbone_class, build_backbone, data_kwargs
+from ..values import COUNT, NONNEGATIVE, Bound, setting
+from .base import DiagnosticMeans, Task
 from .figures import attention_grid_figure, pair_attention_figure
-
-METRICS = ("euclidean", "cosine")
-READOUTS = ("flatten", "mean")
 
 
 @dataclass
@@ -120,61 +118,73 @@ class FewShotNet(nn.Module):
         return loss
 
 
-class FewShotTask:
+@dataclass
+class Episodes:
+    """The data.* keys the few-shot task reads: the shape of an episode, how many of them, augmentation."""
+
+    ways: int = setting(bound=Bound(2), default=5)  # classes per episode
+    shots: int = setting(bound=COUNT, default=1)  # support images per class
+    queries: int = setting(bound=COUNT, default=15)  # query images per class
+    # training episodes may be shaped differently (Snell et al. train with more ways, CAN with fewer queries)
+    train_ways: int | None = setting(bound=Bound(2), default=None)  # null = ways
+    train_queries: int | None = setting(bound=COUNT, default=None)  # null = queries
+    train_episodes: int = setting(bound=COUNT, default=100)  # per training epoch
+    val_episodes: int = setting(bound=COUNT, default=100)
+    test_episodes: int = setting(bound=COUNT, default=600)
+    crop_pad: int = setting(bound=NONNEGATIVE, default=0)
+    flip: bool = False
+
+
+@dataclass
+class FewShotSettings:
+    """task.* of few-shot classification (conf/task/fewshot.yaml)."""
+
+    name: str = setting()
+    metric: str = setting(Literal["euclidean", "cosine"])  # of the nearest-class rule; cross uses its own
+    readout: str = setting(Literal["flatten", "mean"])  # how a feature map becomes an embedding
+    episodes_per_step: int = setting(bound=COUNT)  # episodes in one optimisation step (split across processes)
+    eval_episodes_per_batch: int = setting(bound=COUNT)  # episodes in one evaluation forward pass
+
+
+class FewShotTask(Task):
     family = "fewshot"
     slots = ("feature", "pair")
     task_slots = ("pair",)  # filled by the task between query and class maps, not by the backbone
     primary = "acc"
-    higher_is_better = True
     convolutional = True
     backbones = ("conv4", "resnet12")
     backbone_inputs = ("in_channels",)
-    data_keys = ("ways", "shots", "queries", "train_ways", "train_queries", "train_episodes", "val_episodes",
-                 "test_episodes", "metric", "readout", "crop_pad", "flip")
+    data_type = FewShotData
+    DataKeys = Episodes
+    Settings = FewShotSettings
+    batch_key = "task.episodes_per_step"
 
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
-        data_label = f"data={choices['data']}"
-        self.model_name = choices["model"]  # figure titles
-        loader = LOADERS[cfg.data.name]
-        loader_kwargs, task_kwargs = data_kwargs(cfg.data, loader, self.data_keys, data_label)
-        self.ways = task_kwargs.get("ways", 5)
-        self.shots = task_kwargs.get("shots", 1)
-        self.queries = task_kwargs.get("queries", 15)
-        # training episodes may be shaped differently (Snell et al. train with more ways, CAN with fewer queries)
-        self.train_ways = task_kwargs.get("train_ways") or self.ways
-        self.train_queries = task_kwargs.get("train_queries") or self.queries
-        self.episodes = {"train": task_kwargs.get("train_episodes", 100),
-                         "val": task_kwargs.get("val_episodes", 100),
-                         "test": task_kwargs.get("test_episodes", 600)}
-        metric = task_kwargs.get("metric", "euclidean")
-        readout = task_kwargs.get("readout", "flatten")
-        _check_settings(self.ways, self.shots, self.queries, self.episodes, metric, readout)
-        _check_settings(self.train_ways, self.shots, self.train_queries, self.episodes, metric, readout, "train_")
-        self.episodes_per_step = cfg.trainer.batch_size
-        self.eval_episodes_per_batch = max(1, cfg.trainer.eval_batch_size)
-        if self.episodes_per_step < 1 or self.episodes["train"] < self.episodes_per_step:
-            raise UserError(f"trainer.batch_size={self.episodes_per_step} episodes per step needs "
-                            f"1 <= batch_size <= data.train_episodes={self.episodes['train']}")
-
-        label = f"backbone={choices['backbone']}"
-        offered = (*backbone_class(cfg.backbone.name, label).slots, *self.task_slots)
-        slots = attention_slots(cfg.model, offered, label, family_slots)
-        self.data: FewShotData = loader(**loader_kwargs)
+        super().__init__(cfg, choices, family_slots)
+        data_label, keys = f"data={choices['data']}", self.data_keys
+        self.ways, self.shots, self.queries = keys.ways, keys.shots, keys.queries
+        self.train_ways = keys.train_ways or keys.ways
+        self.train_queries = keys.train_queries or keys.queries
+        self.episodes = {"train": keys.train_episodes, "val": keys.val_episodes, "test": keys.test_episodes}
+        # an optimisation step is a number of episodes, not of images: this is the task's batch
+        self.batch_size = self.episodes_per_step = self.settings.episodes_per_step
+        self.eval_episodes_per_batch = self.settings.eval_episodes_per_batch
+        if self.episodes["train"] < self.episodes_per_step:
+            raise UserError(f"task.episodes_per_step={self.episodes_per_step} is more than "
+                            f"data.train_episodes={self.episodes['train']}, the episodes of an epoch")
+        self.data: FewShotData = LOADERS[cfg.data.name](**self.loader_kwargs)
         self.data.check_disjoint()
-        self.seed = cfg.seed
         self.samplers = {split: EpisodeSampler(self.data.split(split), split, self.ways, self.shots, self.queries,
                                                cfg.seed, data_label) for split in ("val", "test")}
         self.samplers["train"] = EpisodeSampler(self.data.train, "train", self.train_ways, self.shots,
                                                 self.train_queries, cfg.seed, data_label, prefix="train_")
-        backbone = build_backbone(cfg.backbone, {k: v for k, v in slots.items() if k != "pair"}, label,
-                                  in_channels=self.data.channels)
+        backbone = self.build_backbone(in_channels=self.data.channels)
         grid = _map_grid(backbone, self.data.train.images)
-        pair = slots["pair"](backbone.out_channels, grid[0] * grid[1]) if "pair" in slots else None
-        self.model = FewShotNet(backbone, pair, grid, metric, readout, len(self.data.train.classes))
-        self.augment = Augment(task_kwargs.get("crop_pad", 0), task_kwargs.get("flip", False))
+        pair = self.factories["pair"](backbone.out_channels, grid[0] * grid[1]) if "pair" in self.factories else None
+        self.model = FewShotNet(backbone, pair, grid, self.settings.metric, self.settings.readout,
+                                len(self.data.train.classes))
+        self.augment = Augment(keys.crop_pad, keys.flip)
         self.mean, self.std = channel_stats(self.data.train.images)
-        self.device = torch.device("cpu")
-        self.rank, self.world = 0, 1
 
     # ------------------------------------------------------------------ data
 
@@ -184,12 +194,6 @@ class FewShotTask:
             part.images, part.labels = part.images.to(device), part.labels.to(device)
         self.model.to(device)
         self.device = torch.device(device)
-
-    def shard(self, rank: int, world: int) -> None:
-        if world > self.episodes_per_step:
-            raise UserError(f"trainer.batch_size={self.episodes_per_step} episodes per step cannot be split across "
-                            f"{world} processes; use at least {world}")
-        self.rank, self.world = rank, world
 
     def steps_per_epoch(self) -> int:
         return self.episodes["train"] // self.episodes_per_step
@@ -237,19 +241,17 @@ class FewShotTask:
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         accuracies, losses = [], []
-        extra: dict[str, Tensor] = {}
-        batches = 0
+        extra = DiagnosticMeans()
         for batch in self.eval_batches(split):
             logits = model(batch.support, batch.query).float()  # (E, M, N)
             accuracies.append((logits.argmax(-1) == batch.labels).float().mean(1))
             losses.append(F.cross_entropy(logits.transpose(1, 2), batch.labels, reduction="none").mean(1))
-            for name, value in diagnostics(model).items():
-                extra[name] = extra.get(name, 0) + value
-            batches += 1
+            extra.add(model)
         acc, loss = torch.cat(accuracies), torch.cat(losses)
         ci95 = 1.96 * acc.std(correction=1) / math.sqrt(len(acc)) if len(acc) > 1 else torch.zeros(())
-        values = torch.stack([acc.mean(), ci95, loss.mean(), *(v / batches for v in extra.values())]).tolist()
-        return dict(zip(["acc", "acc_ci95", "loss", *extra], values))
+        means = extra.means()
+        values = torch.stack([acc.mean(), ci95, loss.mean(), *means.values()]).tolist()
+        return dict(zip(["acc", "acc_ci95", "loss", *means], values))
 
     def example_batch(self, limit: int | None = None) -> tuple[EpisodeBatch, int]:
         """One test episode; with ``limit``, only its first ``limit`` queries (samples are queries)."""
@@ -302,29 +304,8 @@ class FewShotTask:
         mean, std = self.mean.to(x.device).view(1, -1, 1, 1), self.std.to(x.device).view(1, -1, 1, 1)
         return (x * std + mean).clamp(0, 1).float().cpu()
 
-    def save_artifacts(self, run_dir: Path) -> None:
-        """Nothing beyond checkpoints: episodes are a function of the seed."""
-
     def state_dict(self) -> dict[str, Any]:
         return {}  # every episode (and its augmentation) is drawn from its own (seed, split, epoch, index)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Nothing to restore: see ``state_dict``."""
-
-
-def _check_settings(ways: int, shots: int, queries: int, episodes: dict[str, int], metric: str, readout: str,
-                    prefix: str = "") -> None:
-    if ways < 2:
-        raise UserError(f"data.{prefix}ways={ways}: an episode needs at least 2 classes")
-    if shots < 1 or queries < 1:
-        raise UserError(f"data.shots={shots} and data.{prefix}queries={queries} must both be at least 1")
-    for split, count in episodes.items():
-        if count < 1:
-            raise UserError(f"data.{split}_episodes={count} must be at least 1")
-    if metric not in METRICS:
-        raise UserError(f"data.metric={metric!r} is not one of {', '.join(METRICS)}")
-    if readout not in READOUTS:
-        raise UserError(f"data.readout={readout!r} is not one of {', '.join(READOUTS)}")
 
 
 def _map_grid(backbone: nn.Module, images: Tensor) -> tuple[int, int]:

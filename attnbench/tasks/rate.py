@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,14 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from ..attention import Attention, capture_weights, diagnostics
+from ..attention import Attention, capture_weights
 from ..data import LOADERS
 from ..data.batches import TokenBatch, TokenBatches
 from ..data.text import TextData, TextSplit
 from ..data.vocab import PAD_INDEX, Vocab, encode_texts
 from ..errors import UserError
-from .build import attention_slots, backbone_class, build_backbone, data_kwargs
+from ..values import COUNT, setting
+from .base import DiagnosticMeans, Task
 from .figures import token_weights_figures
 
 EVIDENCE_BATCH = 128  # test batches are smaller while weights are captured: a mixer keeps (B, H, N, N) of them
@@ -101,26 +103,32 @@ def captured_token_weights(modules: dict[str, Attention], mask: Tensor) -> Tenso
     return torch.stack(found).mean(0) if found else None
 
 
-class RateTask:
+@dataclass
+class Tokenisation:
+    """The data.* keys the rate task reads: how texts become token indices."""
+
+    max_len: int = setting(bound=COUNT, default=256)  # tokens kept per text
+    min_freq: int = setting(bound=COUNT, default=1)  # rarer words map to <unk>
+    max_vocab: int | None = setting(bound=COUNT, default=None)  # null = every word that is frequent enough
+    lowercase: bool = True
+
+
+class RateTask(Task):
     family = "rate"
-    slots = ("mixer", "pool", "model")
+    slots = ("mixer", "pool", "network")
     primary = "acc"  # "rmse" for regression, set per instance
-    higher_is_better = True
     convolutional = False
     backbones = ("bigru", "textcnn", "text_transformer")
     backbone_inputs = ("vocab_size",)
-    data_keys = ("max_len", "min_freq", "max_vocab", "lowercase")  # tokenisation, done by the task
+    data_type = TextData
+    DataKeys = Tokenisation
 
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
-        loader = LOADERS[cfg.data.name]
-        loader_kwargs, text = data_kwargs(cfg.data, loader, self.data_keys, f"data={choices['data']}")
-        label = f"backbone={choices['backbone']}"
-        slots = attention_slots(cfg.model, backbone_class(cfg.backbone.name, label).slots, label, family_slots)
+        super().__init__(cfg, choices, family_slots)
+        text = self.data_keys
         try:
-            self.data: TextData = loader(**loader_kwargs)
-            self.vocab = Vocab.build(self.data.train.texts, text.get("min_freq", 1), text.get("max_vocab"),
-                                     text.get("lowercase", True))
-            max_len = text.get("max_len", 256)
+            self.data: TextData = LOADERS[cfg.data.name](**self.loader_kwargs)
+            self.vocab = Vocab.build(self.data.train.texts, text.min_freq, text.max_vocab, text.lowercase)
             self.regression = self.data.target == "regression"
             # regression trains on standardised ratings; metrics are reported on the data's own scale
             self.rating_mean, self.rating_std = 0.0, 1.0
@@ -130,21 +138,14 @@ class RateTask:
             self.splits = {}
             for name in ("train", "val", "test"):
                 split = getattr(self.data, name)
-                self.splits[name] = EncodedSplit(split, self.vocab, max_len, self._labels(split))
+                self.splits[name] = EncodedSplit(split, self.vocab, text.max_len, self._labels(split))
         except ValueError as e:
             raise UserError(f"data={choices['data']}: {e}") from e
         if self.regression:
             self.primary, self.higher_is_better = "rmse", False
         outputs = 1 if self.regression else len(self.data.classes)
-        backbone = build_backbone(cfg.backbone, slots, label, vocab_size=len(self.vocab))
-        self.model = Rater(backbone, outputs, cfg.backbone.get("dropout", 0.0))
-        self.model_name, self.data_name = choices["model"], choices["data"]
+        self.model = Rater(self.build_backbone(vocab_size=len(self.vocab)), outputs, cfg.backbone.get("dropout", 0.0))
         self.has_evidence = self.data.test.evidence is not None
-        self.batch_size = cfg.trainer.batch_size
-        self.eval_batch_size = cfg.trainer.eval_batch_size
-        self.label_smoothing = cfg.trainer.label_smoothing
-        self.seed = cfg.seed
-        self.rank, self.world = 0, 1
         self._notes: dict[str, str] = {}
 
     def _labels(self, split: TextSplit) -> Tensor:
@@ -166,9 +167,6 @@ class RateTask:
                             evidence=data.evidence, drop_last=train and len(data) > size, min_width=MIN_WIDTH,
                             rank=self.rank if train else 0, world=self.world if train else 1)
 
-    def shard(self, rank: int, world: int) -> None:
-        self.rank, self.world = rank, world
-
     def steps_per_epoch(self) -> int:
         return len(self._batches("train", train=True))
 
@@ -186,15 +184,13 @@ class RateTask:
         evidence = split == "test" and self.has_evidence
         batches = self._batches(split, batch_size=min(self.eval_batch_size, EVIDENCE_BATCH) if evidence else None)
         outputs, labels = [], []
-        extra: dict[str, Tensor] = {}
-        mass_sum, mass_count, n_batches = None, 0, 0
+        extra = DiagnosticMeans()
+        mass_sum, mass_count = None, 0
         with capture_weights(self.model) if evidence else nullcontext({}) as modules:
             for batch in batches:
                 outputs.append(model(batch.tokens).float())
                 labels.append(batch.labels)
-                for name, value in diagnostics(self.model).items():
-                    extra[name] = extra.get(name, 0) + value
-                n_batches += 1
+                extra.add(self.model)
                 if evidence:
                     weights = captured_token_weights(modules, batch.tokens != PAD_INDEX)
                     if weights is not None:
@@ -203,7 +199,8 @@ class RateTask:
                         mass_count += len(batch.labels)
         out, y = torch.cat(outputs), torch.cat(labels)
         names, values = (self._regression_metrics if self.regression else self._class_metrics)(out, y)
-        names, values = [*names, *extra], [*values, *(v / n_batches for v in extra.values())]
+        means = extra.means()
+        names, values = [*names, *means], [*values, *means.values()]
         if mass_sum is not None:
             names, values = [*names, "evidence_mass"], [*values, mass_sum / mass_count]
         metrics = dict(zip(names, torch.stack([torch.as_tensor(v, dtype=torch.float32, device=out.device)
@@ -288,11 +285,4 @@ class RateTask:
     def notes(self) -> dict[str, str]:
         """Remarks for summary.json on metrics that do not apply to this run."""
         return dict(self._notes)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Nothing: batches depend only on (seed, epoch), and dropout draws from the RNG the trainer saves."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Nothing to restore (see ``state_dict``)."""
 

@@ -1,7 +1,7 @@
-"""Whole-model variants: the ``model`` slot, word embeddings (B, N, E) with a mask -> (B, out_dim).
+"""Whole-network variants: the ``network`` slot, word embeddings (B, N, E) with a mask -> (B, out_dim).
 
 Some papers propose a complete network rather than a module to insert. Such a variant fills a backbone's
-``model`` slot: it keeps the backbone's word embedding and replaces everything after it (encoder, mixer,
+``network`` slot: it keeps the backbone's word embedding and replaces everything after it (encoder, mixer,
 pool); the task's output layer reads its ``out_dim`` vector.
 """
 
@@ -23,7 +23,7 @@ class LocalWordAttention(Attention):
     """D-Attn's local attention: s_i = σ(w · [x_{i-w/2} … x_{i+w/2}] + b), one score per word from the window
     of ``window`` embeddings around it; the embeddings are scaled by their scores."""
 
-    slot = "model"
+    slot = "network"
     paper = "Seo et al. 2017 (D-Attn, local attention)"
 
     def __init__(self, dim: int, window: int = 5) -> None:
@@ -46,7 +46,7 @@ class GlobalWordAttention(Attention):
     whole review: s_i = σ(w · [x_i; x̄] + b), x̄ the masked mean embedding.
     """
 
-    slot = "model"
+    slot = "network"
     paper = "Seo et al. 2017 (D-Attn, global attention)"
 
     def __init__(self, dim: int) -> None:
@@ -73,7 +73,7 @@ class DAttn(Attention):
     review's vector feeds the task's output layer. See ``GlobalWordAttention`` for the global score.
     """
 
-    slot = "model"
+    slot = "network"
     paper = "Seo et al. 2017, Interpretable CNNs with Dual Local and Global Attention for Review Rating Prediction"
 
     def __init__(self, dim: int, /, window: int = 5, local_filters: int = 200, global_filters: int = 100,
