@@ -434,11 +434,13 @@ def train(args: list[str]) -> int:
 
     overrides, multirun, informational = _split_args(args)
     renamed, deprecations = renamed_overrides(overrides)
+    renamed, more = _episode_overrides(renamed, multirun)
+    deprecations += more
     if deprecations:
-        from .track.console import warn
+        from .track.console import deprecated
 
         for line in deprecations:
-            warn(line)
+            deprecated(line)
         args = [renamed[overrides.index(a)] if a in overrides else a for a in args]
         overrides = renamed
     if any(a.partition("=")[0] in ("-cp", "--config-path", "-cn", "--config-name") for a in args):
@@ -494,6 +496,33 @@ def train(args: list[str]) -> int:
     failed = len(last_sweep.get("failed", [])) if launch.process_rank() == 0 else 0  # rank 0 counts for all
     launch.leave()
     return min(failed, 125)
+
+
+# few-shot steps count episodes: these trainer keys were how they were set before the task: group
+EPISODE_KEYS = {"trainer.batch_size": "task.episodes_per_step",
+                "trainer.eval_batch_size": "task.eval_episodes_per_batch"}
+
+
+def _episode_overrides(overrides: list[str], multirun: bool) -> tuple[list[str], list[str]]:
+    """On a few-shot data set, ``trainer.batch_size`` (and ``eval_batch_size``) as the task's episode counts,
+    with a deprecation line each; elsewhere ``overrides`` as they are."""
+    if not any(o.lstrip("+~").split("=", 1)[0] in EPISODE_KEYS for o in overrides):
+        return overrides, []
+    try:
+        family = _first_job(overrides, multirun).task.name
+    except Exception:  # does not compose: preflight says why, in one line
+        return overrides, []
+    if family != "fewshot":
+        return overrides, []
+    out, warnings = [], []
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key in EPISODE_KEYS:
+            warnings.append(f"few-shot runs read {EPISODE_KEYS[key]}, not {key}; "
+                            f"{key}={value} is taken as {EPISODE_KEYS[key]}={value}")
+            o = f"{EPISODE_KEYS[key]}={value}"
+        out.append(o)
+    return out, warnings
 
 
 def _first_job(overrides: list[str], multirun: bool):

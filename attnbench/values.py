@@ -193,7 +193,7 @@ def check_values(fn: Callable, values: Mapping[str, Any], label: str) -> None:
 def _check(value: Any, hint: Any, bound: Bound | None, key: str, where: str = "") -> None:
     if hint is not None and not _fits(value, hint):
         if typing.get_origin(hint) is typing.Literal:
-            accepted = [str(a) for a in typing.get_args(hint)]
+            accepted = [str(a).lower() if isinstance(a, bool) else str(a) for a in typing.get_args(hint)]
             near = difflib.get_close_matches(str(value), accepted, n=1)
             raise UserError(f"{key}={value} is not one of {', '.join(accepted)}{where}"
                             + (f": did you mean {key}={near[0]}?" if near else ""))

@@ -48,7 +48,7 @@ def test_shapes_scenes_match_their_captions() -> None:
     data = load_shapes(train_size=40, val_size=5, test_size=5, image_size=40, seed=1)
     again = load_shapes(train_size=40, val_size=5, test_size=5, image_size=40, seed=1)
     assert torch.equal(data.train.images.images, again.train.images.images)  # a fixed seed: the same scenes
-    assert data.synthetic and "synthetic" in data.source
+    assert "synthetic" in data.source
     images = data.train.images.images
     assert images.shape == (40, 3, 40, 40) and images.dtype == torch.uint8
     for image, captions, objects in zip(images, data.train.captions, data.train.objects):

@@ -47,8 +47,13 @@ def test_meteor_is_reported_only_with_java(monkeypatch: pytest.MonkeyPatch) -> N
         resolve_meteor(True)
     monkeypatch.setattr(caption_metrics, "java_available", lambda: True)
     assert resolve_meteor("auto") is True
-    with pytest.raises(UserError, match="auto, true or false"):
-        resolve_meteor("sometimes")
+
+
+def test_a_meteor_setting_that_is_no_choice_is_refused_before_anything_runs() -> None:
+    from attnbench.cli import preflight
+
+    problem = preflight(["data=shapes", "task.meteor=sometimes", "logger=none"], False)
+    assert problem == "task.meteor=sometimes is not one of auto, true, false"
 
 
 @pytest.mark.skipif(not caption_metrics.java_available(), reason="METEOR needs java on the PATH")

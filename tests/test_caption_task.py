@@ -61,7 +61,7 @@ def test_shapes_trains_from_the_cli_and_learns(tmp_path: Path) -> None:
     assert metrics["test/bleu1"] > 0.4 and metrics["test/cider"] > 0.9, metrics
     assert metrics["test/grounding"] > metrics["test/grounding_chance"], metrics
     vocab = json.loads((run / "vocab.json").read_text())
-    assert vocab["words"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and "triangle" in vocab["words"]
+    assert vocab["tokens"][:4] == ["<pad>", "<unk>", "<bos>", "<eos>"] and "triangle" in vocab["tokens"]
     assert sorted(p.name for p in (run / "figures").iterdir()) == [f"caption_{i}.png" for i in range(4)]
 
 

@@ -37,7 +37,8 @@ def write_run(sweep: Path, model: str, seed: int, acc: float | None, *, status: 
     model_cfg = {"none": {"name": "none"}, "se": {"name": "se", "reduction": 16, "bias": True},
                  "cbam": {"name": "cbam", "reduction": 16, "spatial_kernel": 7, "mlp_bias": True,
                           "spatial_norm": True}}[model]
-    config = {"data": {"name": data, "task": "classify", "val_fraction": 0.1, "test_fraction": 0.2},
+    config = {"data": {"name": data, "val_fraction": 0.1, "test_fraction": 0.2},
+              "task": {"name": "classify"},
               "backbone": {"name": "resnet", "stages": [1, 1], "widths": [32, 64], "shortcut": "B"},
               "model": model_cfg,
               "trainer": {"epochs": 15, "batch_size": 64, "lr": 0.05, "device": "auto", "log_every": 50},
@@ -49,7 +50,8 @@ def write_run(sweep: Path, model: str, seed: int, acc: float | None, *, status: 
         for p in parents:
             node = node[p]
         node[leaf] = value
-    choices = {"experiment": None, "logger": "none", "trainer": "default", "data": data, "model": model,
+    choices = {"experiment": None, "logger": "none", "trainer": "default", "task": "classify", "data": data,
+               "model": model,
                "backbone": "smallcnn", "hydra/env": "default", "hydra/callbacks": None, "hydra/sweeper": "basic"}
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
@@ -498,7 +500,7 @@ def test_each_row_is_measured_against_its_matched_control(tmp_path: Path) -> Non
             run = write_run(sweep, "none", seed, acc, overrides=overrides + [f"model.reweight={reweight}"])
             config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
             config.update(model_cfg)
-            config["data"]["readout"] = readout
+            config["task"]["readout"] = readout
             (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
             summary = json.loads((run / "summary.json").read_text())
             summary["model"] = model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from runner import attnbench, run_dirs, summary
 
 
@@ -36,3 +37,19 @@ def test_keys_nothing_reads_are_refused_with_the_nearest_real_key(tmp_path: Path
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
         assert result.stderr.startswith(line), (args, result.stderr)
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(("overrides", "old", "new"), [
+    (["data=glyphs", "data.readout=mean"], "data.readout", "task:\n  name: fewshot\n  metric: euclidean\n"
+                                                           "  readout: mean"),
+    (["data=reviews", "model=multiquery", "model.coef=0.5"], "model.coef", "penalty_weight: 0.5"),
+    (["data=shapes", "model=local", "model.window=3"], "model.window", "half_window: 3"),
+    (["data=glyphs", "trainer.batch_size=2"], "trainer.batch_size", "episodes_per_step: 2"),
+])
+def test_renamed_keys_still_run_with_one_deprecation_line(tmp_path: Path, overrides: list[str], old: str,
+                                                          new: str) -> None:
+    result = attnbench("train", *overrides, "logger=none", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "deprecated" in line]
+    assert len(warnings) == 1 and old in warnings[0], result.stderr
+    assert new in result.stdout, result.stdout

@@ -15,13 +15,15 @@ def test_default_run_summary_equals_summary_json_and_env_names_the_run(tmp_path:
               env={"WANDB_PROJECT": "p", "WANDB_NAME": "n", "WANDB_TAGS": "mine,ours"})
     [run] = run_dirs(tmp_path / "outputs")
     w = assert_wandb_agrees(run)
-    assert w["best_epoch"] == 1 and w["epoch"] == 2  # best-epoch val/* in the summary, not the last epoch's
+    val = [line for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "val/acc" in line]
+    best = max(val, key=lambda line: line["val/acc"])  # the first of equals, as the trainer keeps it
+    assert w["epoch"] == 2 and w["best_epoch"] == best["epoch"] and w["val/acc"] == best["val/acc"]
     record = wandb_run(run)
     assert (record.project, record.display_name, record.job_type) == ("p", "n", "train")
     assert {"mine", "ours", "model=cbam", "backbone=smallcnn"} <= set(record.tags)
     config = {item.key: json.loads(item.value_json) for item in record.config.update}
-    assert config["choices"] == {"data": "digits", "backbone": "smallcnn", "model": "cbam", "trainer": "default",
-                                 "logger": "wandb"}
+    assert config["choices"] == {"data": "digits", "task": "classify", "backbone": "smallcnn", "model": "cbam",
+                                 "trainer": "default", "logger": "wandb"}
     metrics = [r.metric for r in wandb_records(run) if r.WhichOneof("record_type") == "metric"]
     assert any(m.name == "val/acc" and m.step_metric == "epoch" and m.summary.max for m in metrics)
     steps = [r.history for r in wandb_records(run) if r.WhichOneof("record_type") == "history"

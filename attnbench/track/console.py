@@ -30,6 +30,13 @@ def warn(message: str) -> None:
     log.warning(message)
 
 
+def deprecated(message: str) -> None:
+    """A renamed key or value still in use: one line on stderr, so `--cfg job` output stays clean YAML."""
+    if not console.quiet:
+        print(f"warning: deprecated: {message}", file=sys.stderr, flush=True)
+    log.warning("deprecated: %s", message)
+
+
 def error(message: str) -> None:
     """The one line a user error ends with (stderr, no traceback); DDP ranks other than 0 (quiet) leave it
     to rank 0, which meets the same error."""
