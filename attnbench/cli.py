@@ -712,14 +712,8 @@ def list_catalogue(args: list[str]) -> int:
 
 def benchmark(args: list[str]) -> int:
     from . import bench
-    from .errors import UserError
 
-    try:
-        return bench.main(args)
-    except UserError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        return fail(str(e))
+    return _one_line(bench.main, args)
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -732,10 +726,16 @@ def compare_runs(args: list[str]) -> int:
 
 def check_variant(args: list[str]) -> int:
     from . import check_variant
+
+    return _one_line(check_variant.main, args)
+
+
+def _one_line(command: Callable[[list[str]], int], args: list[str]) -> int:
+    """``command(args)``, its UserError as one line and exit status 2 (``HYDRA_FULL_ERROR=1``: the traceback)."""
     from .errors import UserError
 
     try:
-        return check_variant.main(args)
+        return command(args)
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -152,15 +152,9 @@ def plugin_variant(name: str) -> Any:
     """The installed plugin variant ``name`` (loaded once per process); None when no plugin has that name.
     A plugin that does not load raises its one-line UserError."""
     from .attention import VARIANTS
-    from .errors import UserError
 
-    ep = entry_points(VARIANT_GROUP).get(name)
-    if ep is None:
-        return None
-    label = f"plugin variant {name!r} from {origin(ep)}"
-    if name in VARIANTS:
-        raise UserError(f"{label} is ignored: the catalogue has a variant of that name; rename its entry point")
-    return variant_from(name, _load(ep, label), label)
+    found = _plugin(VARIANT_GROUP, name, "variant", VARIANTS)
+    return variant_from(name, *found) if found else None
 
 
 @functools.cache
@@ -171,16 +165,27 @@ def plugin_backbone(name: str) -> type | None:
     from .backbones import BACKBONES
     from .errors import UserError
 
-    ep = entry_points(BACKBONE_GROUP).get(name)
-    if ep is None:
+    found = _plugin(BACKBONE_GROUP, name, "backbone", BACKBONES)
+    if found is None:
         return None
-    label = f"plugin backbone {name!r} from {origin(ep)}"
-    if name in BACKBONES:
-        raise UserError(f"{label} is ignored: attnbench has a backbone of that name; rename its entry point")
-    cls = _load(ep, label)
+    cls, label = found
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)) or not hasattr(cls, "slots"):
         raise UserError(f"{label}: {cls!r} is not an nn.Module class with a `slots` attribute")
     return cls
+
+
+def _plugin(group: str, name: str, kind: str, builtin: Any) -> tuple[Any, str] | None:
+    """(the loaded object of entry point ``name``, the label that names it), or None when no plugin has that
+    name; a plugin named like one of attnbench's own is refused."""
+    from .errors import UserError
+
+    ep = entry_points(group).get(name)
+    if ep is None:
+        return None
+    label = f"plugin {kind} {name!r} from {origin(ep)}"
+    if name in builtin:
+        raise UserError(f"{label} is ignored: attnbench has a {kind} of that name; rename its entry point")
+    return _load(ep, label), label
 
 
 def _load(ep: importlib.metadata.EntryPoint, label: str) -> Any:

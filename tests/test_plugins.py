@@ -68,7 +68,7 @@ def test_a_broken_plugin_costs_one_warning_and_breaks_nothing_else(tmp_path: Pat
     assert len(warnings) == 3, warnings
     assert any("'missing'" in w and "AttributeError" in w for w in warnings)
     assert any("'gone'" in w and "ModuleNotFoundError" in w for w in warnings)
-    assert any("'se'" in w and "catalogue has a variant of that name" in w for w in warnings)
+    assert any("'se'" in w and "attnbench has a variant of that name" in w for w in warnings)
     assert "│ eca" in result.stdout
     refused = attnbench("train", "model=missing", *TINY, cwd=tmp_path, env=env)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr

@@ -25,8 +25,8 @@ def _valid(x: Tensor, mask: Tensor | None) -> Tensor:
     return mask.unsqueeze(-1).to(x.dtype)
 
 
-class SumPool(Attention):
-    """Sum over positions (padding excluded): the order-free baseline of Deep Sets."""
+class _Baseline(Attention):
+    """A pool with no parameters and no weights: each channel summarised over the positions, ``out_dim = dim``."""
 
     slot = "pool"
     paper = "baseline"
@@ -34,35 +34,25 @@ class SumPool(Attention):
     def __init__(self, dim: int, /) -> None:
         super().__init__()
         self.out_dim = dim
+
+
+class SumPool(_Baseline):
+    """Sum over positions (padding excluded): the order-free baseline of Deep Sets."""
 
     def forward(self, x: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         return (x * _valid(x, mask)).sum(1)
 
 
-class MeanPool(Attention):
+class MeanPool(_Baseline):
     """Mean over positions (padding excluded); global average pooling on images."""
-
-    slot = "pool"
-    paper = "baseline"
-
-    def __init__(self, dim: int, /) -> None:
-        super().__init__()
-        self.out_dim = dim
 
     def forward(self, x: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         valid = _valid(x, mask)
         return (x * valid).sum(1) / valid.sum(1).clamp_min(1)
 
 
-class MaxPool(Attention):
+class MaxPool(_Baseline):
     """Maximum over positions per channel (padding excluded)."""
-
-    slot = "pool"
-    paper = "baseline"
-
-    def __init__(self, dim: int, /) -> None:
-        super().__init__()
-        self.out_dim = dim
 
     def forward(self, x: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         if mask is not None:
@@ -112,17 +102,13 @@ def _region_max(x: Tensor, member: Tensor) -> Tensor:
     return top.masked_fill(~inside.any(2), 0.0)
 
 
-class KMaxPool(Attention):
-    """k-max pooling: the k largest values of every channel, kept in their original order, concatenated.
-
-    Kalchbrenner et al., "A Convolutional Neural Network for Modelling Sentences", ACL 2014 (the top-level
-    k-max pooling of the DCNN, k_top = 4). ``out_dim = k·dim``. k must not exceed the number of positions
-    (the grid, or the padded length); a sample with fewer than k real positions gets zeros in the slots it
-    cannot fill.
-    """
+class _KPerChannel(Attention):
+    """A pool that keeps k values of every channel: ``out_dim = k·dim``; ``with_one`` and ``with_all`` say what it
+    reduces to with k = 1 and with k at least the number of positions."""
 
     slot = "pool"
-    paper = "Kalchbrenner et al. 2014, A Convolutional Neural Network for Modelling Sentences"
+    with_one: str
+    with_all: str
 
     def __init__(self, dim: int, /, k: int = 4) -> None:
         super().__init__()
@@ -132,11 +118,24 @@ class KMaxPool(Attention):
 
     def reduction(self, choices: dict[str, int]) -> str | None:
         if self.k == 1:
-            return "equals max: k=1 keeps the largest value of each channel"
+            return self.with_one
         if self.k >= choices["positions"]:
-            return (f"selects nothing: k={self.k} keeps all {choices['positions']} positions, in order "
-                    f"(a plain concatenation of the sequence)")
+            return self.with_all.format(k=self.k, n=choices["positions"])
         return None
+
+
+class KMaxPool(_KPerChannel):
+    """k-max pooling: the k largest values of every channel, kept in their original order, concatenated.
+
+    Kalchbrenner et al., "A Convolutional Neural Network for Modelling Sentences", ACL 2014 (the top-level
+    k-max pooling of the DCNN, k_top = 4). ``out_dim = k·dim``. k must not exceed the number of positions
+    (the grid, or the padded length); a sample with fewer than k real positions gets zeros in the slots it
+    cannot fill.
+    """
+
+    paper = "Kalchbrenner et al. 2014, A Convolutional Neural Network for Modelling Sentences"
+    with_one = "equals max: k=1 keeps the largest value of each channel"
+    with_all = "selects nothing: k={k} keeps all {n} positions, in order (a plain concatenation of the sequence)"
 
     def forward(self, x: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         if self.k > x.shape[1]:
@@ -151,7 +150,7 @@ class KMaxPool(Attention):
         return top.transpose(1, 2).flatten(1)  # per channel its k values, channel after channel
 
 
-class ChunkMaxPool(Attention):
+class ChunkMaxPool(_KPerChannel):
     """Chunk-max pooling: split the positions into k consecutive chunks, max of each, concatenated.
 
     Keeps coarse order that plain max pooling discards (the fixed-chunk form of Chen et al. 2015's dynamic
@@ -159,22 +158,10 @@ class ChunkMaxPool(Attention):
     image the positions run row by row, so the chunks are horizontal bands. ``out_dim = k·dim``.
     """
 
-    slot = "pool"
     paper = "chunk-max pooling (fixed chunks; cf. Chen et al. 2015, dynamic multi-pooling)"
-
-    def __init__(self, dim: int, /, k: int = 4) -> None:
-        super().__init__()
-        _positive("k", k)
-        self.k = k
-        self.out_dim = k * dim
-
-    def reduction(self, choices: dict[str, int]) -> str | None:
-        if self.k == 1:
-            return "equals max: k=1 chunk is the whole sequence"
-        if self.k >= choices["positions"]:
-            return (f"max-pools nothing: k={self.k} chunks of {choices['positions']} positions hold one position "
-                    f"each (a plain concatenation of the sequence)")
-        return None
+    with_one = "equals max: k=1 chunk is the whole sequence"
+    with_all = ("max-pools nothing: k={k} chunks of {n} positions hold one position each (a plain concatenation "
+                "of the sequence)")
 
     def forward(self, x: Tensor, mask: Tensor | None = None, grid: tuple[int, int] | None = None) -> Tensor:
         return _region_max(x, _regions(x, mask, None, self.k, "chunkmax")).flatten(1)
