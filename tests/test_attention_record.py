@@ -87,7 +87,7 @@ def test_cross_on_a_1x1_map_is_refused_naming_conv4_map_and_trains_on_its_7x7_ma
     folder = write_folder(tmp_path / "omniglot-like")
     tiny = ["data=fewshot_folder", f"data.path={folder}", "data.image_size=28", "model=cross", "logger=none",
             "data.queries=2", "trainer.epochs=1", "data.train_episodes=4", "data.val_episodes=2",
-            "data.test_episodes=2", "trainer.batch_size=2"]
+            "data.test_episodes=2", "task.episodes_per_step=2"]
     refused = attnbench("train", *tiny, "backbone=conv4", cwd=tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     line, = refused.stderr.strip().splitlines()
