@@ -543,6 +543,9 @@ def _run_config(run_dir: Path):
     if not (hydra_dir / "config.yaml").exists() or not (hydra_dir / "hydra.yaml").exists():
         raise UserError(f"{run_dir} is not an attnbench run directory (it has no .hydra/config.yaml)")
     cfg = OmegaConf.load(hydra_dir / "config.yaml")
+    if "task" not in cfg:  # its checkpoints follow the seeds and keys of that release, which this one changed
+        raise UserError(f"{run_dir} was written by attnbench 0.1, before the task: group; resume or evaluate "
+                        f"it with that release, or train it again")
     hydra_cfg = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
     overrides = list(OmegaConf.load(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").exists() else []
     return cfg, dict(hydra_cfg.runtime.choices), overrides

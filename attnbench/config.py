@@ -116,7 +116,7 @@ def renamed_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
         bare = key[len(prefix):]
         new = RENAMED_KEYS.get(bare) or RENAMED_VARIANT_KEYS.get((variant, bare))
         if eq and new:
-            warnings.append(f"{bare} is now {new} (the old name goes in the next release)")
+            warnings.append(f"{bare} is now {new} (the old name goes in 0.3)")
             override = f"{prefix}{new}={value}"
         out.append(override)
     return out, warnings

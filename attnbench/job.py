@@ -260,7 +260,7 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                     logging.getLogger("attnbench").error(f"summary.json could not be written: {e}")
             if logger is not None:
                 with guard.interruptible():  # a Ctrl-C may cut a W&B upload that hangs
-                    _close_logger(logger, cfg.logger.get("log_checkpoints", "none"), run, summary)
+                    _close_logger(logger, cfg.logger.log_checkpoints, run, summary)
             if not isinstance(error, Interrupted):
                 guard.raise_deferred()  # a stop asked for while the end was recorded: the sweep stops too
     console.print(summary_table(summary))

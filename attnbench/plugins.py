@@ -129,7 +129,7 @@ def variant_from(name: str, obj: Any, label: str, slot: str | None = None) -> An
         raise UserError(f"{label}: {obj.__name__} declares no slot kind; set its `slot` attribute "
                         f"or model.slot (one of {', '.join(SLOT_KINDS)})")
     if "model" in kinds:  # the whole-network slot was called model, which is also the variant group's name
-        _deprecated_once(f"{label}: slot kind model is now network (the old name goes in the next release)")
+        _deprecated_once(f"{label}: slot kind model is now network (the old name goes in 0.3)")
         kinds = tuple("network" if k == "model" else k for k in kinds)
     for kind in kinds:
         if kind not in SLOT_KINDS:

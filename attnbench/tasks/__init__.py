@@ -147,7 +147,7 @@ def probe_grid(jobs: list[tuple[str, DictConfig]]) -> None:
         for prefix, cfg in jobs:
             groups = ("data", "task", "backbone", "model", "trainer")
             identity = [OmegaConf.to_container(cfg[k], resolve=True) for k in groups]
-            key = json.dumps([*identity, cfg.get("allow_degenerate", False)], sort_keys=True, default=str)
+            key = json.dumps([*identity, cfg.allow_degenerate], sort_keys=True, default=str)
             if key in seen:
                 continue
             seen.add(key)

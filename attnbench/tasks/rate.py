@@ -144,6 +144,7 @@ class RateTask(Task):
         if self.regression:
             self.primary, self.higher_is_better = "rmse", False
         outputs = 1 if self.regression else len(self.data.classes)
+        # the head drops out as the backbone does; a plug-in text backbone without a dropout key: none
         self.model = Rater(self.build_backbone(vocab_size=len(self.vocab)), outputs, cfg.backbone.get("dropout", 0.0))
         self.has_evidence = self.data.test.evidence is not None
         self._notes: dict[str, str] = {}

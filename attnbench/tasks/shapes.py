@@ -75,7 +75,7 @@ def attention_record(modules: list[dict[str, Any]], cfg: DictConfig, choices: di
             over, n = next(iter(few.items()))
             degenerate = (f"{label} weighs {n} {SINGULAR.get(over, over) if n == 1 else over} in {m['module']} "
                           f"({m['slot']} slot): nothing to choose from; use {_fix(over, family, choices)}")
-    allowed = bool(cfg.get("allow_degenerate", False))
+    allowed = bool(cfg.allow_degenerate)
     if degenerate is not None and not allowed:
         raise UserError(f"{degenerate} (allow_degenerate=true runs it anyway)")
     reduced = next((f"model={choices['model']} {m['reduces_to']} ({m['module']})" for m in modules
