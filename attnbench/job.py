@@ -236,7 +236,7 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                     with phase("measuring inference cost (FLOPs, samples/s)"):
                         summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
                     logger.log_images(figures, step=trainer.state.step)
-                notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null here
+                notes = task.notes()  # why a metric is null in this run (task base: none)
                 if not all(issubclass(cls, Attention) for cls in variant_classes(cfg.model)):
                     notes["attention"] = (f"model={choices['model']} is a plain nn.Module, not an attnbench "
                                           f"Attention: it reports no attention diagnostics (entropy, pictures, "

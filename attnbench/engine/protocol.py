@@ -54,7 +54,7 @@ class Task(Protocol):
         """Files a run needs besides its checkpoints (a vocabulary), written once into the run directory."""
 
     def notes(self) -> dict[str, str]:
-        """Optional: metric name -> why its value is null in this run (e.g. ``test/evidence_mass``: the
+        """Metric name -> why its value is null in this run (e.g. ``test/evidence_mass``: the
         variant has no weights over tokens); written to summary.json under ``notes``."""
 
     def state_dict(self) -> dict[str, Any]:
