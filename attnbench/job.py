@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .attention import Attention, attention_parameters
+from .data import last_load
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_resumable, distributed
 from .errors import UserError
 from .signals import stop_signals
@@ -209,9 +210,12 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
         try:
             with guard.interruptible():
                 seed_everything(cfg.seed)
+                loaded_before = last_load()
                 with phase(f"preparing data={choices['data']}, backbone={choices['backbone']}, "
                            f"model={choices['model']}"):
                     task = build_task(cfg, choices)
+                if last_load() is not loaded_before:  # "data ready in 0.4 s (cached 60,000 images)"
+                    info(last_load().line())
                 summary["attention"] = task.attention
                 announce_attention(task.attention)
                 if resume and checkpoint is None:

@@ -15,6 +15,7 @@ from ..attention import capture_weights, diagnostics
 from ..data import LOADERS
 from ..data.batches import Augment, TensorBatches, channel_stats
 from ..data.images import ImageData
+from ..data.stream import StreamBatches, StreamImages
 from .build import attention_slots, backbone_class, backbone_slots, build_backbone, data_kwargs, plain
 from .figures import attention_grid_figure
 
@@ -76,9 +77,10 @@ class ClassifyTask:
         """Augmentation draws; under DDP each rank its own stream (its samples are not another rank's)."""
         return torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * self.rank)
 
-    def _batches(self, split: str, train: bool = False) -> TensorBatches:
+    def _batches(self, split: str, train: bool = False) -> TensorBatches | StreamBatches:
         data = getattr(self.data, split)
-        return TensorBatches(data.images, data.labels, self.batch_size if train else self.eval_batch_size,
+        batches = StreamBatches if isinstance(data.images, StreamImages) else TensorBatches  # data.stream
+        return batches(data.images, data.labels, self.batch_size if train else self.eval_batch_size,
                              mean=self.mean, std=self.std, shuffle=train, seed=self.seed,
                              augment=self.augment if train else None, generator=self.generator,
                              drop_last=train and len(data) > self.batch_size,
