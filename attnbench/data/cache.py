@@ -51,7 +51,7 @@ def warn_once(message: str) -> None:
     log.warning(message)
 
 
-def files_signature(paths: Iterable[Path]) -> str:
+def files_signature(paths: Iterable[Path | str]) -> str:
     """A digest of each file's path, size and modification time: touching or replacing one file changes it."""
     h = hashlib.sha256()
     for path in paths:
@@ -67,7 +67,7 @@ def entry_path(kind: str, key: dict[str, Any]) -> Path:
     return cache_folder() / f"{kind}-{digest}.npy"
 
 
-def read_entry(path: Path, mmap: bool = False) -> np.ndarray | None:
+def read_entry(path: Path, mmap: bool = False, dtype: type = np.uint8) -> np.ndarray | None:
     """The stored array, or None when there is none; an entry that cannot be read is reported and ignored
     (the caller decodes again and overwrites it)."""
     try:
@@ -77,8 +77,8 @@ def read_entry(path: Path, mmap: bool = False) -> np.ndarray | None:
     except (OSError, ValueError, EOFError) as e:
         warn_once(f"the decode cache entry {path} is unreadable ({type(e).__name__}); decoding again")
         return None
-    if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
-        warn_once(f"the decode cache entry {path} does not hold uint8 images; decoding again")
+    if not isinstance(array, np.ndarray) or array.dtype != dtype:
+        warn_once(f"the decode cache entry {path} does not hold {np.dtype(dtype).name} values; decoding again")
         return None
     return array
 
@@ -126,20 +126,22 @@ def build_on_disk(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray
 
 
 def cached_array(kind: str, key: dict[str, Any] | None, build: Callable[[], np.ndarray],
-                 enabled: bool = True) -> np.ndarray:
+                 enabled: bool = True, images: bool = True) -> np.ndarray:
     """``build()`` (decoding), or the array a run with the same ``key`` stored before. ``key`` None: this
-    source cannot be keyed honestly (an in-memory hub set), so it is decoded every time."""
+    source cannot be keyed honestly (an in-memory hub set), so it is decoded every time. ``images`` False: a
+    small int64 array (split indices), not counted as images."""
+    tally = count if images else (lambda **_: None)
     if not enabled or key is None:
         array = build()
-        count(decoded=len(array))
+        tally(decoded=len(array))
         return array
     path = entry_path(kind, key)
-    array = read_entry(path)
+    array = read_entry(path, dtype=np.uint8 if images else np.int64)
     if array is not None:
-        count(cached=len(array))
+        tally(cached=len(array))
         return array
     array = build()
-    count(decoded=len(array))
+    tally(decoded=len(array))
     write_entry(path, array)
     return array
 

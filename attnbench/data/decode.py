@@ -28,7 +28,7 @@ from ..errors import UserError
 from .cache import build_on_disk, cached_array, count, entry_path, read_entry
 from .stream import ArrayRows, ItemRows, StreamImages
 
-Item = bytes | Path
+Item = bytes | Path | str  # encoded bytes, or the path of a file
 Decoder = Callable[[Item, str], np.ndarray]  # (item, where) -> uint8 (H, W, C)
 Stream = bool | Literal["auto"]
 CHUNK = 256  # images per task handed to a decoding worker
@@ -87,7 +87,7 @@ def checked(decode: Callable[[Item], np.ndarray], item: Item, where: str) -> np.
     try:
         return decode(item)
     except Exception as e:
-        what = str(item) if isinstance(item, Path) else f"an image in {where}"
+        what = f"an image in {where}" if isinstance(item, bytes) else str(item)
         raise UserError(f"cannot decode {what} ({type(e).__name__}): remove or replace the file") from None
 
 

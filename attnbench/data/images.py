@@ -8,6 +8,8 @@ instead stream from disk (``data.stream``, ``StreamImages``), and their decoded 
 from __future__ import annotations
 
 import codecs
+import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .cache import files_signature
+from .cache import cached_array, files_signature
 from .decode import (
     HubItems,
     ListItems,
@@ -62,13 +64,20 @@ class ImageData:
                 raise UserError(f"{source}: the {name} split is empty; add images or lower data.val_fraction")
 
 
-def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, carved): ``fraction`` of every class carved out, with a fixed seed."""
-    from sklearn.model_selection import train_test_split
-
+def _stratified_split(labels: np.ndarray, fraction: float, seed: int,
+                      cache: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, carved): ``fraction`` of every class carved out, with a fixed seed. ``cache``: the carved
+    indices are kept in the decode cache (importing scikit-learn alone takes longer than a cached set's load)."""
     index = np.arange(len(labels))
     if fraction <= 0:
         return index, index[:0]
+    if cache:
+        key = {"labels": hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest(),
+               "fraction": fraction, "seed": seed}
+        carved = cached_array("split", key, lambda: _stratified_split(labels, fraction, seed)[1], images=False)
+        return np.setdiff1d(index, carved, assume_unique=True), carved
+    from sklearn.model_selection import train_test_split
+
     counts = np.bincount(labels)
     classes, n_carved = int((counts > 0).sum()), int(np.ceil(fraction * len(labels)))
     # stratify when every class can appear on both sides; tiny sets fall back to a plain seeded split
@@ -231,7 +240,8 @@ def _read_hub_cifar(hub_id: str, image_column: str, label_column: str, cache: bo
     return splits, names
 
 
-def _decode_one(item: bytes | Path, source: str, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
+def _decode_one(item: bytes | Path | str, source: str, size: tuple[int, int] | None,
+                channels: int | None) -> np.ndarray:
     return checked(lambda i: decode_image(i, size, channels), item, source)
 
 
@@ -246,8 +256,8 @@ def _decode_all(items: list[bytes] | list[Path], source: str, size: tuple[int, i
     return decode_all(ListItems(items), image_decoder(size, channels), (channels, *size), source)
 
 
-def decoded_files(kind: str, files: list[Path], source: str, size: tuple[int, int], channels: int, cache: bool,
-                  stream: bool = False) -> np.ndarray | StreamImages:
+def decoded_files(kind: str, files: list[Path] | list[str], source: str, size: tuple[int, int], channels: int,
+                  cache: bool, stream: bool = False) -> np.ndarray | StreamImages:
     """Image files decoded to (N, C, *size) uint8, through the decode cache (keyed on every file's path, size
     and modification time, and the shape), or left on disk to stream."""
     key = {"files": files_signature(files), "shape": [channels, *size]} if files else None
@@ -286,19 +296,22 @@ def load_cifar(root: str | None = None, hub_id: str = "uoft-cs/cifar10", image_c
                          _split(test_images, test_labels, np.arange(len(test_labels))), names)
     else:
         fraction = min(val_size / max(len(train_labels), 1), 0.5)
-        rest, val = _stratified_split(train_labels, fraction, split_seed)
+        rest, val = _stratified_split(train_labels, fraction, split_seed, cache and root is None)
         data = ImageData(_split(train_images, train_labels, rest), _split(train_images, train_labels, val),
                          _split(test_images, test_labels, np.arange(len(test_labels))), names)
     data.check(source)
     return data
 
 
-def _folder_images(split_dir: Path) -> dict[str, list[Path]]:
+def _folder_images(split_dir: Path) -> dict[str, list[str]]:
+    """Class folder name -> its image files, sorted by name. Paths are kept as strings: making a Path of each of
+    60,000 files would take longer than reading back their decoded pixels."""
     classes = {}
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            classes[class_dir.name] = files
+        names = sorted(e.name for e in os.scandir(class_dir) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+        if names:
+            folder = str(class_dir)
+            classes[class_dir.name] = [os.path.join(folder, name) for name in names]
     return classes
 
 
@@ -337,8 +350,8 @@ def load_image_folder(path: str | None = None, image_size: int | None = None, va
     index = {name: i for i, name in enumerate(classes)}
     size = (image_size, image_size) if image_size else None
 
-    def listing(split_dir: Path) -> tuple[list[Path], np.ndarray]:
-        found = _folder_images(split_dir)
+    def listing(split_dir: Path) -> tuple[list[str], np.ndarray]:
+        found = train if split_dir == train_dir else _folder_images(split_dir)
         unknown = sorted(set(found) - set(index))
         if unknown:
             raise UserError(f"{split_dir} has classes that train lacks: {', '.join(unknown[:5])}")
@@ -362,7 +375,7 @@ def load_image_folder(path: str | None = None, image_size: int | None = None, va
                          _split(val_images, val_labels, np.arange(len(val_labels))),
                          _split(test_images, test_labels, np.arange(len(test_labels))), classes)
     else:
-        rest, val = _stratified_split(train_labels, val_fraction, split_seed)
+        rest, val = _stratified_split(train_labels, val_fraction, split_seed, cache)
         data = ImageData(_split(train_images, train_labels, rest), _split(train_images, train_labels, val),
                          _split(test_images, test_labels, np.arange(len(test_labels))), classes)
     data.check(f"data.path={path}")
