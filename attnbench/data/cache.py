@@ -72,8 +72,8 @@ def read_entry(path: Path, mmap: bool = False, dtype: type = np.uint8) -> np.nda
     (the caller decodes again and overwrites it)."""
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # none there (a folder that cannot be
+        return None  # written is reported when the entry is written)
     except (OSError, ValueError, EOFError) as e:
         warn_once(f"the decode cache entry {path} is unreadable ({type(e).__name__}); decoding again")
         return None
@@ -156,17 +156,17 @@ class LoadReport:
     seconds: float = 0.0
     decoded: int = 0  # images decoded from their files or bytes
     cached: int = 0  # images read back from the decode cache
-    streamed: int = 0  # images left where they are, read a batch at a time during training
+    streamed: int = 0  # images left on disk (the cache's entry or their files), read a batch at a time
 
     def line(self) -> str:
+        """``data ready in 0.42 s (cached 60,000 images)``; a streamed set adds ``, streaming N images from disk``."""
         done = []
         if self.cached:
             done.append(f"cached {self.cached:,} images")
         if self.decoded:
             done.append(f"decoded {self.decoded:,} files")
-        if self.streamed:
-            done.append(f"streaming {self.streamed:,} images")
-        return f"data ready in {self.seconds:.2f} s" + (f" ({', '.join(done)})" if done else "")
+        line = f"data ready in {self.seconds:.2f} s" + (f" ({', '.join(done)})" if done else "")
+        return line + (f", streaming {self.streamed:,} images from disk" if self.streamed else "")
 
 
 _current: LoadReport | None = None

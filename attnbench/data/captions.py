@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .cache import files_signature
+from .cache import count, files_signature
 from .decode import ListItems, Stream, decoded_images, streams
 from .hub import hub_key, load_hub
 
@@ -362,6 +362,7 @@ def _store(fetch: Callable[[list[int]], list[bytes | Path]], names: list[str], s
     """A split's images: decoded once (through the decode cache) and held as a tensor, or, streamed, decoded a
     batch at a time, ahead of the training step (the task prefetches ``EncodedImages`` on a thread)."""
     if streamed:
+        count(streamed=len(names))
         return EncodedImages(fetch, names, size, source)
     decode = functools.partial(_photo, size=size)
     images = decoded_images("caption-images", key and {**key, "size": size}, _Fetched(fetch, len(names)), decode,

@@ -208,11 +208,11 @@ def decoded_images(kind: str, key: dict[str, Any] | None, items: Items, decode: 
         path = entry_path(kind, key)
         stored = read_entry(path, mmap=True)
         if stored is not None and stored.shape == (n, *shape):
-            count(cached=n)
+            count(cached=n, streamed=n)
             return StreamImages(ArrayRows(path), np.arange(n), shape)
         stored = build_on_disk(path, (n, *shape), lambda out: decode_into(out, items, decode, source))
         if stored is not None:
-            count(decoded=n)
+            count(decoded=n, streamed=n)
             return StreamImages(ArrayRows(path), np.arange(n), shape)
     count(streamed=n)
     return StreamImages(ItemRows(items, decode, source), np.arange(n), shape)
