@@ -3,6 +3,7 @@ entry is rebuilt and an unwritable cache folder leaves the run uncached, each af
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -105,3 +106,33 @@ def test_fewshot_folder_and_caption_files_are_cached(tmp_path: Path, cache: Path
     again = LOADERS["fewshot_folder"](path=str(root), val_fraction=0.2, test_fraction=0.2)
     assert last_load().cached == 15 and torch.equal(first.train.images, again.train.images)
     assert LOADERS["fewshot_folder"](path=str(root), cache=False) and last_load().cached == 0
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    listed = []
+    for i, split in enumerate(("train", "val", "test")):
+        Image.fromarray(np.full((10, 14, 3), 50 * i, np.uint8)).save(photos / f"p{i}.png")
+        listed.append({"filename": f"p{i}.png", "split": split, "sentences": [{"raw": "a grey photo"}]})
+    (photos / "captions.json").write_text(json.dumps({"images": listed}))
+    first = LOADERS["caption_file"](path=str(photos / "captions.json"), image_size=8)
+    assert last_load().decoded == 3
+    again = LOADERS["caption_file"](path=str(photos / "captions.json"), image_size=8)
+    assert last_load().cached == 3 and torch.equal(again.test.images.images, first.test.images.images)
+
+
+def test_hub_cifar_is_cached_and_streams(tmp_path: Path, cache: Path) -> None:
+    from test_data_images import write_hub_cifar10
+
+    from attnbench.data.stream import StreamImages
+
+    write_hub_cifar10(tmp_path / "hub")
+    first = LOADERS["cifar"](hub_id=str(tmp_path / "hub"), val_size=10)
+    assert last_load().decoded == 80
+    again = LOADERS["cifar"](hub_id=str(tmp_path / "hub"), val_size=10)
+    assert last_load().cached == 80 and torch.equal(first.train.images, again.train.images)
+    for cached in (True, False):
+        streamed = LOADERS["cifar"](hub_id=str(tmp_path / "hub"), val_size=10, stream="auto", memory_budget_mb=0.1,
+                                    cache=cached)
+        assert isinstance(streamed.train.images, StreamImages) and last_load().streamed == 80
+        assert torch.equal(streamed.train.images[:], first.train.images)
+        assert torch.equal(streamed.test.images[torch.tensor([3, 1])], first.test.images[[3, 1]])

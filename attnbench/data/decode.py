@@ -75,7 +75,9 @@ def decode_image(item: Item, size: tuple[int, int] | None, channels: int | None)
     with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as img:
         if channels is None:
             channels = 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
-        img = img.convert("L" if channels == 1 else "RGB")
+        mode = "L" if channels == 1 else "RGB"
+        if img.mode != mode:  # converting to the mode it has would only copy it
+            img = img.convert(mode)
         if size is not None and img.size != (size[1], size[0]):
             img = img.resize((size[1], size[0]), Image.BILINEAR)
         array = np.asarray(img, dtype=np.uint8)
