@@ -42,9 +42,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# data keys that say how the images reach the trainer, not what it sees (the cache holds the same pixels, a streamed
+# set yields the same batches): a checkpoint resumes whatever they are, and runs from before they existed still do
+DATA_DELIVERY = ("cache", "stream", "memory_budget_mb")
+
+
 def fingerprint(cfg: DictConfig) -> str:
     """What a checkpoint must match to be loaded: the data, backbone, model and seed configuration."""
     identity = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "backbone", "model")}
+    identity["data"] = {k: v for k, v in identity["data"].items() if k not in DATA_DELIVERY}
     identity["seed"] = cfg.seed
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
