@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -158,14 +158,13 @@ def decode_into(out: np.ndarray, items: Items, decode: Decoder, source: str) -> 
             rows = range(start, min(start + CHUNK, n))
             pending[pool.submit(_decode_chunk, decode, items.take(rows), source)] = start
             while len(pending) >= ahead:
-                _collect(pending, out, progress, wait_one=True)
+                _collect(pending, out, progress)
         while pending:
-            _collect(pending, out, progress, wait_one=True)
+            _collect(pending, out, progress)
 
 
-def _collect(pending: dict[Any, int], out: np.ndarray, progress: _Progress, wait_one: bool) -> None:
-    from concurrent.futures import FIRST_COMPLETED, wait
-
+def _collect(pending: dict[Any, int], out: np.ndarray, progress: _Progress) -> None:
+    """Wait for at least one decoded chunk and put it in place."""
     done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
     for future in done:
         start = pending.pop(future)
