@@ -85,6 +85,10 @@ def _unreadable(overrides: list[str], multirun: bool) -> str | None:
     return None
 
 
+# the streaming keys (data.stream) of the data sets that can stream; on another set one line says it cannot
+STREAM_KEYS = ("data.stream", "data.memory_budget_mb")
+
+
 def _composition_error(e: Exception, overrides: list[str], multirun: bool = False) -> str:
     """One line for what Hydra or OmegaConf refused while composing ``overrides``."""
     from hydra.errors import MissingConfigException, OverrideParseException
@@ -105,6 +109,10 @@ def _composition_error(e: Exception, overrides: list[str], multirun: bool = Fals
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if "Could not override" in text or "not in struct" in str(cause):
         name = key or text.split("'")[1]
+        if name in STREAM_KEYS:
+            data = next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), "digits")
+            return (f"data={data} cannot stream (it has no {name}): image_folder, the hub image sets (cifar, "
+                    f"cifar100) and the caption sets stream; the others live in memory, leave {name} out")
         return f"unknown key {name!r}{_near_key(name, overrides)} (`attnbench train --cfg job` prints every key)"
     if key:
         return f"{key}: {str(cause).strip().splitlines()[0]}"

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .attention import Attention, attention_parameters
+from .data import last_load
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_resumable, distributed
 from .errors import UserError
 from .signals import stop_signals
@@ -41,9 +42,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# data keys that say how the images reach the trainer, not what it sees (the cache holds the same pixels, a streamed
+# set yields the same batches): a checkpoint resumes whatever they are, and runs from before they existed still do
+DATA_DELIVERY = ("cache", "stream", "memory_budget_mb")
+
+
 def fingerprint(cfg: DictConfig) -> str:
     """What a checkpoint must match to be loaded: the data, backbone, model and seed configuration."""
     identity = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "backbone", "model")}
+    identity["data"] = {k: v for k, v in identity["data"].items() if k not in DATA_DELIVERY}
     identity["seed"] = cfg.seed
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -209,9 +216,12 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
         try:
             with guard.interruptible():
                 seed_everything(cfg.seed)
+                loaded_before = last_load()
                 with phase(f"preparing data={choices['data']}, backbone={choices['backbone']}, "
                            f"model={choices['model']}"):
                     task = build_task(cfg, choices)
+                if last_load() is not loaded_before:  # "data ready in 0.4 s (cached 60,000 images)"
+                    info(last_load().line())
                 summary["attention"] = task.attention
                 announce_attention(task.attention)
                 if resume and checkpoint is None:

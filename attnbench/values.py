@@ -77,6 +77,7 @@ BOUNDS: dict[str, Bound] = {
     "images_per_class": Bound(2), "captions_per_image": COUNT, "max_objects": COUNT, "min_tokens": COUNT,
     "max_tokens": COUNT, "channels": COUNT, "classes": Bound(2), "noise": NONNEGATIVE,
     "split_seed": SEED, "seed": SEED, "corpus_seed": SEED, "render_seed": SEED,
+    "memory_budget_mb": NONNEGATIVE,
     # backbones and attention modules
     "dropout": PROBABILITY, "heads": COUNT, "reduction": COUNT, "k": COUNT, "r": COUNT, "d_a": COUNT,
     "hidden": COUNT, "hidden_dim": COUNT, "embed_dim": COUNT, "ff_dim": COUNT, "out_dim": COUNT,

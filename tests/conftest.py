@@ -39,6 +39,7 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(cache / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(cache / "wandb-cache"))
     monkeypatch.setenv("HOME", str(cache / "home"))  # no netrc, so W&B is never "logged in"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache / "xdg"))  # the decode cache and glyphs: never the user's
 
 
 @pytest.fixture

@@ -204,9 +204,11 @@ def test_caption_file_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="the test split has no captions"):
         load_caption_file(str(no_test), str(tmp_path / "photos"))
     (tmp_path / "photos" / "im2.jpg").write_bytes(b"not an image at all")
-    data = load_caption_file(str(karpathy_json(tmp_path / "ok.json", listed[:3])), str(tmp_path / "photos"),
-                             image_size=16)
-    with pytest.raises(UserError, match=r"cannot decode .*im2\.jpg"):
+    ok = karpathy_json(tmp_path / "ok.json", listed[:3])
+    with pytest.raises(UserError, match=r"cannot decode .*im2\.jpg"):  # decoded once, at load time
+        load_caption_file(str(ok), str(tmp_path / "photos"), image_size=16)
+    data = load_caption_file(str(ok), str(tmp_path / "photos"), image_size=16, stream=True)
+    with pytest.raises(UserError, match=r"cannot decode .*im2\.jpg"):  # streamed: when its batch is read
         data.test.images.load(torch.tensor([0]))
 
 

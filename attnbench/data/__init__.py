@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from .cache import last_load, timed_load
 from .captions import load_caption_file, load_caption_hub, load_coco, load_shapes
 from .fewshot import load_cub, load_fewshot_folder, load_miniimagenet, load_omniglot
 from .glyphs import load_glyphs
@@ -10,8 +11,9 @@ from .reviews import load_reviews
 from .synthetic import load_synthetic
 from .text import load_hub_text, load_text_file
 
-# data config ``name`` -> loader; the loader's keyword arguments are the other keys of the data config
-LOADERS: dict[str, Callable] = {
+# data config ``name`` -> loader; the loader's keyword arguments are the other keys of the data config. Each is
+# timed (``last_load``: the run's "data ready" line)
+LOADERS: dict[str, Callable] = {name: timed_load(loader) for name, loader in {
     "digits": load_digits,
     "cifar": load_cifar,
     "image_folder": load_image_folder,
@@ -28,6 +30,6 @@ LOADERS: dict[str, Callable] = {
     "miniimagenet": load_miniimagenet,
     "cub": load_cub,
     "fewshot_folder": load_fewshot_folder,
-}
+}.items()}
 
-__all__ = ["LOADERS"]
+__all__ = ["LOADERS", "last_load"]

@@ -9,6 +9,7 @@ The task builds its vocabulary (``data/vocab.py``, shared with text rating) from
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import itertools
 import json
@@ -23,7 +24,9 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .hub import check_columns, load_hub
+from .cache import count, files_signature
+from .decode import ListItems, Stream, decoded_images, streams
+from .hub import check_columns, hub_key, load_hub
 
 # ---------------------------------------------------------------------------------------- images
 
@@ -282,9 +285,45 @@ class _Listing:
         return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self.items))[:limit]))
 
 
-def _files_split(listing: _Listing, size: int, source: str) -> CaptionSplit:
+def _photo(item: bytes | Path, where: str, size: int) -> np.ndarray:
+    return decode_photo(item, size, str(item) if isinstance(item, Path) else f"an image of {where}")
+
+
+class _Fetched:
+    """The encoded images of a split as the decode step reads them: ``take(rows)`` through ``fetch``."""
+
+    def __init__(self, fetch: Callable[[list[int]], list[bytes | Path]], n: int) -> None:
+        self.fetch, self.n = fetch, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def take(self, rows: Sequence[int]) -> list[bytes | Path]:
+        return self.fetch(list(rows))
+
+
+def _store(fetch: Callable[[list[int]], list[bytes | Path]], names: list[str], size: int, source: str,
+           key: dict[str, Any] | None, cache: bool, streamed: bool) -> ImageStore:
+    """A split's images: decoded once (through the decode cache) and held as a tensor, or, streamed, decoded a
+    batch at a time, ahead of the training step (the task prefetches ``EncodedImages`` on a thread)."""
+    if streamed:
+        count(streamed=len(names))
+        return EncodedImages(fetch, names, size, source)
+    decode = functools.partial(_photo, size=size)
+    images = decoded_images("caption-images", key and {**key, "size": size}, _Fetched(fetch, len(names)), decode,
+                            (3, size, size), source, cache, stream=False)
+    return TensorImages(torch.from_numpy(images))
+
+
+def _caption_streams(listings: dict[str, _Listing], size: int, stream: Stream, memory_budget_mb: float | None) -> bool:
+    images = sum(len(listing.items) for listing in listings.values())
+    return streams(stream, images * 3 * size * size, memory_budget_mb)
+
+
+def _files_split(listing: _Listing, size: int, source: str, cache: bool, streamed: bool) -> CaptionSplit:
     paths = listing.items
-    store = EncodedImages(lambda rows: [paths[r] for r in rows], listing.names, size, source)
+    key = {"files": files_signature(paths)} if paths else None
+    store = _store(ListItems(paths).take, listing.names, size, source, key, cache, streamed)
     return CaptionSplit(store, listing.captions, listing.names)
 
 
@@ -336,16 +375,20 @@ def _caption_values(row: dict[str, Any], columns: Sequence[str]) -> list[str]:
 
 def load_caption_hub(hub_id: str = "jxie/flickr8k", image_column: str = "image",
                      caption_columns: Sequence[str] = ("caption_0", "caption_1", "caption_2", "caption_3", "caption_4"),
-                     image_size: int = 224, limit: int | None = None, split_seed: int = 0) -> CaptionData:
+                     image_size: int = 224, limit: int | None = None, split_seed: int = 0, cache: bool = True,
+                     stream: Stream = "auto", memory_budget_mb: float | None = None) -> CaptionData:
     """A hub parquet data set with the images inside it and one or more caption columns: Flickr8k
     (``jxie/flickr8k``: image, caption_0…caption_4; train/validation/test) and Flickr30k
-    (``umaru97/flickr30k_train_val_test``: image, caption as a list; Karpathy's train/val/test)."""
+    (``umaru97/flickr30k_train_val_test``: image, caption as a list; Karpathy's train/val/test). The images are
+    decoded once into the cache and held in memory, or streamed (``data.stream``)."""
     import datasets
 
     dd = load_hub(hub_id, "use data=caption_file with local files")
     listings: dict[str, _Listing] = {}
     tables: dict[str, list[tuple[Any, int]]] = {}
+    keys: dict[str, list[Any]] = {}
     for split, parts in _hub_splits(dd, hub_id).items():
+        keys[split] = [hub_key(part, hub_id, split, image_column) for part in parts]
         listing, rows = _Listing(), []
         for part in parts:
             check_columns(part, hub_id, [image_column, *caption_columns])
@@ -364,14 +407,19 @@ def load_caption_hub(hub_id: str = "jxie/flickr8k", image_column: str = "image",
         def fetch(index: list[int]) -> list[bytes]:
             return [where[i][0][where[i][1]][image_column]["bytes"] for i in index]
 
-        store = EncodedImages(fetch, listing.names, image_size, hub_id)
+        parts = keys[split]
+        rows = hashlib.sha256(json.dumps(listing.items).encode()).hexdigest()
+        key = None if None in parts else {"parts": parts, "rows": rows}
+        store = _store(fetch, listing.names, image_size, hub_id, key, cache, streamed)
         return CaptionSplit(store, listing.captions, listing.names)
 
+    streamed = _caption_streams(listings, image_size, stream, memory_budget_mb)
     return _finish(listings, hub_id, image_size, make_split)
 
 
 def load_coco(image_root: str | None = None, hub_id: str = "yerevann/coco-karpathy", image_size: int = 224,
-              limit: int | None = None, split_seed: int = 0) -> CaptionData:
+              limit: int | None = None, split_seed: int = 0, cache: bool = True, stream: Stream = "auto",
+              memory_budget_mb: float | None = None) -> CaptionData:
     """COCO 2014 with Karpathy's split: captions and splits from the hub (``yerevann/coco-karpathy``: filepath,
     filename, sentences, split), images from ``data.image_root`` holding ``train2014/`` and ``val2014/``."""
     if image_root is None:
@@ -387,8 +435,9 @@ def load_coco(image_root: str | None = None, hub_id: str = "yerevann/coco-karpat
                 listing.add(root / row["filepath"] / row["filename"], list(row["sentences"]), row["filename"])
         listings[split] = listing.limit(limit, split_seed)
     _check_files(listings, f"{hub_id}", root)
+    streamed = _caption_streams(listings, image_size, stream, memory_budget_mb)
     return _finish(listings, f"data=coco ({hub_id})", image_size,
-                   lambda listing, split: _files_split(listing, image_size, f"{root}"))
+                   lambda listing, split: _files_split(listing, image_size, f"{root}", cache, streamed))
 
 
 def _read_caption_json(path: Path, root: Path) -> tuple[dict[str, _Listing], bool]:
@@ -419,7 +468,8 @@ def _read_caption_json(path: Path, root: Path) -> tuple[dict[str, _Listing], boo
 
 def load_caption_file(path: str | None = None, image_root: str | None = None, image_size: int = 224,
                       val_fraction: float = 0.05, test_fraction: float = 0.1, limit: int | None = None,
-                      split_seed: int = 0) -> CaptionData:
+                      split_seed: int = 0, cache: bool = True, stream: Stream = "auto",
+                      memory_budget_mb: float | None = None) -> CaptionData:
     """Your own captions: a Karpathy JSON (``images[].filename``, ``split``, ``sentences[].raw``, optionally
     ``filepath``; restval joins train) or a COCO captions JSON (``images[].id/file_name``,
     ``annotations[].image_id/caption``, no splits: val and test are carved from it with ``val_fraction`` and
@@ -442,5 +492,6 @@ def load_caption_file(path: str | None = None, image_root: str | None = None, im
             raise UserError(f"{file}: the {split} split has no captions; give its images a 'split' of {split} with "
                             f"at least one sentence")
     _check_files(listings, str(file), root)
+    streamed = _caption_streams(listings, image_size, stream, memory_budget_mb)
     return _finish(listings, f"data.path={path}", image_size,
-                   lambda listing, split: _files_split(listing, image_size, str(root)))
+                   lambda listing, split: _files_split(listing, image_size, str(root), cache, streamed))

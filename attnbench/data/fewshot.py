@@ -1,8 +1,9 @@
 """Few-shot data sets: Omniglot, miniImageNet, CUB-200-2011 and the user's own class folders.
 
-Each loader decodes every image once, at load time, into uint8 tensors, and returns class-disjoint train /
-val / test splits (``FewShotData``). Hub sources are read through ``datasets`` (parquet), local ones from
-their usual layouts.
+Each loader decodes every image once, at load time, into uint8 tensors (kept in the decode cache, ``cache.py``,
+unless ``data.cache=false``), and returns class-disjoint train / val / test splits (``FewShotData``). Hub sources
+are read through ``datasets`` (parquet), local ones from their usual layouts. Episodes draw any image of a split
+at any step, so these sets live in memory: they do not stream.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .decode import HubItems, decoded_images, image_decoder
 from .episodes import FewShotData, split_classes, split_from_arrays
-from .hub import check_columns, load_hub
-from .images import IMAGE_SUFFIXES, _decode_all, data_folder
+from .hub import check_columns, hub_key, load_hub
+from .images import IMAGE_SUFFIXES, _decode_all, data_folder, decoded_files
 
 OMNIGLOT_HUB_SPLIT = (1028, 172, 423)  # Snell et al.'s class counts for the Vinyals split (train, val, test)
 
@@ -27,11 +29,12 @@ def _hub(hub_id: str, columns: tuple[str, str], hint: str):
     return dd
 
 
-def _hub_images(ds, image_column: str, source: str, size: tuple[int, int], channels: int) -> np.ndarray:
-    import datasets
-
-    ds = ds.cast_column(image_column, datasets.Image(decode=False))
-    return _decode_all([row["bytes"] for row in ds[image_column]], source, size, channels)
+def _hub_images(ds, image_column: str, source: str, size: tuple[int, int], channels: int,
+                cache: bool) -> np.ndarray:
+    shape = (channels, *size)
+    key = hub_key(ds, source, "", image_column)
+    return decoded_images("hub-images", key and {**key, "shape": shape}, HubItems(ds, image_column),
+                          image_decoder(size, channels), shape, source, cache, stream=False)
 
 
 def _class_names(ds, label_column: str, labels: np.ndarray) -> list[str]:
@@ -76,7 +79,7 @@ def _omniglot_characters(folder: Path) -> dict[str, list[Path]]:
 
 def load_omniglot(root: str | None = None, hub_id: str = "GATE-engine/omniglot", image_column: str = "image",
                   label_column: str = "label", image_size: int = 28, rotations: bool = False,
-                  val_fraction: float = 0.15, split_seed: int = 0) -> FewShotData:
+                  val_fraction: float = 0.15, split_seed: int = 0, cache: bool = True) -> FewShotData:
     """Omniglot (Lake et al. 2015), 105×105 strokes resized to ``image_size`` and inverted (strokes bright).
 
     ``data.root`` in the torchvision layout: the background alphabets train (``val_fraction`` of their
@@ -102,7 +105,7 @@ def load_omniglot(root: str | None = None, hub_id: str = "GATE-engine/omniglot",
         for group in groups:
             files = [f for name in group for f in every[name]]
             labels = np.array([i for i, name in enumerate(group) for _ in every[name]], dtype=np.int64)
-            images = 255 - _decode_all(files, str(folder), size, 1)
+            images = 255 - decoded_files("folder-images", files, str(folder), size, 1, cache)
             if rotations:
                 images, labels, group = _rotated(images, labels, group)
             splits.append(split_from_arrays(images, labels, group))
@@ -110,7 +113,8 @@ def load_omniglot(root: str | None = None, hub_id: str = "GATE-engine/omniglot",
 
     dd = _hub(hub_id, (image_column, label_column), "point data.root at a torchvision omniglot-py folder")
     parts = [dd[split] for split in dd]
-    images = np.concatenate([255 - _hub_images(ds, image_column, hub_id, size, 1) for ds in parts])
+    images = np.concatenate([255 - _hub_images(ds, image_column, f"{hub_id}:{split}", size, 1, cache)
+                             for split, ds in zip(dd, parts)])
     labels = np.concatenate([np.asarray(ds[label_column], dtype=np.int64) for ds in parts])
     names = _class_names(parts[0], label_column, labels)
     present = np.unique(labels)
@@ -139,7 +143,8 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
 
 
 def load_miniimagenet(root: str | None = None, hub_id: str = "GATE-engine/mini_imagenet",
-                      image_column: str = "image", label_column: str = "label", image_size: int = 84) -> FewShotData:
+                      image_column: str = "image", label_column: str = "label", image_size: int = 84,
+                      cache: bool = True) -> FewShotData:
     """miniImageNet with Ravi & Larochelle's 64 / 16 / 20 class split, resized to ``image_size``.
 
     ``data.root``: ``images/`` and ``train.csv``, ``val.csv``, ``test.csv`` (columns ``filename,label``,
@@ -159,7 +164,8 @@ def load_miniimagenet(root: str | None = None, hub_id: str = "GATE-engine/mini_i
             if missing is not None:
                 raise UserError(f"{missing} is listed in {split}.csv but does not exist")
             labels = np.array([index[label] for _, label in rows], dtype=np.int64)
-            splits.append(split_from_arrays(_decode_all(files, str(base), size, 3), labels, classes))
+            splits.append(split_from_arrays(decoded_files("folder-images", files, str(base), size, 3, cache), labels,
+                                            classes))
         return FewShotData(*splits, source=f"data.root={root}")
     dd = _hub(hub_id, (image_column, label_column), "point data.root at a folder with images/ and train/val/test.csv")
     for split, names in (("train", ("train",)), ("val", ("validation", "val")), ("test", ("test",))):
@@ -170,7 +176,8 @@ def load_miniimagenet(root: str | None = None, hub_id: str = "GATE-engine/mini_i
         labels = np.asarray(ds[label_column], dtype=np.int64)
         # each hub split numbers its own classes: the split's name keeps them apart from the other splits'
         names_ = [f"{split}/{name}" for name in _class_names(ds, label_column, labels)]
-        splits.append(split_from_arrays(_hub_images(ds, image_column, f"{hub_id}:{found}", size, 3), labels, names_))
+        images = _hub_images(ds, image_column, f"{hub_id}:{found}", size, 3, cache)
+        splits.append(split_from_arrays(images, labels, names_))
     return FewShotData(*splits, source=hub_id)
 
 
@@ -178,14 +185,14 @@ def load_miniimagenet(root: str | None = None, hub_id: str = "GATE-engine/mini_i
 
 
 def load_cub(hub_id: str = "bentrevett/caltech-ucsd-birds-200-2011", image_column: str = "image",
-             label_column: str = "label", image_size: int = 84) -> FewShotData:
+             label_column: str = "label", image_size: int = 84, cache: bool = True) -> FewShotData:
     """CUB-200-2011 birds with the usual 100 / 50 / 50 class split (Chen et al. 2019, "A Closer Look"):
     of the 200 classes in order, even ones train, 1 mod 4 validate, 3 mod 4 test. The hub's own train / test
     image split is ignored (both halves are pooled); the bounding boxes are not used."""
     dd = _hub(hub_id, (image_column, label_column), "check data.hub_id")
     parts = [dd[split] for split in dd]
     size = (image_size, image_size)
-    images = np.concatenate([_hub_images(ds, image_column, f"{hub_id}:{split}", size, 3)
+    images = np.concatenate([_hub_images(ds, image_column, f"{hub_id}:{split}", size, 3, cache)
                              for split, ds in zip(dd, parts)])
     labels = np.concatenate([np.asarray(ds[label_column], dtype=np.int64) for ds in parts])
     names = _class_names(parts[0], label_column, labels)
@@ -218,7 +225,7 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
 
 
 def load_fewshot_folder(path: str | None = None, image_size: int | None = None, val_fraction: float = 0.2,
-                        test_fraction: float = 0.2, split_seed: int = 0) -> FewShotData:
+                        test_fraction: float = 0.2, split_seed: int = 0, cache: bool = True) -> FewShotData:
     """The user's own images, one folder per class (``<class>/*.png|jpg``, or ``<group>/<class>/…``); the
     classes are split at random (``split_seed``) into train / val / test. ``image_size`` resizes to a
     square; by default every image is brought to the size of the first one."""
@@ -236,7 +243,8 @@ def load_fewshot_folder(path: str | None = None, image_size: int | None = None, 
     for part in parts:
         files = [f for i in part for f in classes[names[i]]]
         labels = np.array([i for i in part for _ in classes[names[i]]], dtype=np.int64)
-        splits.append(split_from_arrays(_decode_all(files, source, tuple(size), channels), labels, names))
+        images = decoded_files("folder-images", files, source, tuple(size), channels, cache)
+        splits.append(split_from_arrays(images, labels, names))
     return FewShotData(*splits, source=source)
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UserError
+from .cache import cache_folder
 from .episodes import FewShotData, split_classes, split_from_arrays
 
 # script -> inclusive code-point ranges; only letters (and the digits) without diacritics are used
@@ -189,16 +190,13 @@ def render_glyphs(scripts: list[str], image_size: int, images_per_class: int,
     return images, np.asarray(labels, dtype=np.int64), [letter.name for letter in letters]
 
 
-def cache_folder() -> Path:
-    """Where rendered sets are kept: ``$XDG_CACHE_HOME/attnbench``, else ``~/.cache/attnbench``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "attnbench"
-
-
 def cached_render(scripts: list[str], image_size: int, images_per_class: int,
-                  render_seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                  render_seed: int, cache: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``render_glyphs``, from the cache when this configuration was rendered before (written atomically, so
-    parallel runs at worst render twice; an unreadable cache file is rendered again)."""
+    parallel runs at worst render twice; an unreadable cache file is rendered again); ``cache`` False renders
+    every time."""
+    if not cache:
+        return render_glyphs(scripts, image_size, images_per_class, render_seed)
     import matplotlib
 
     settings = {"scripts": scripts, "image_size": image_size, "images_per_class": images_per_class,
@@ -224,7 +222,7 @@ def cached_render(scripts: list[str], image_size: int, images_per_class: int,
 
 def load_glyphs(scripts: list[str] | None = None, image_size: int = 28, images_per_class: int = 20,
                 render_seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.25,
-                split_seed: int = 0) -> FewShotData:
+                split_seed: int = 0, cache: bool = True) -> FewShotData:
     """The rendered glyph set, split by letter into train / val / test classes."""
     scripts = list(scripts or SCRIPTS)
     unknown = [s for s in scripts if s not in SCRIPTS]
@@ -235,7 +233,7 @@ def load_glyphs(scripts: list[str] | None = None, image_size: int = 28, images_p
         raise UserError(f"data.image_size={image_size} is too small to draw a letter; use 28 or 32")
     if images_per_class < 2:
         raise UserError(f"data.images_per_class={images_per_class}: episodes need at least 2 images per class")
-    images, labels, names = cached_render(scripts, image_size, images_per_class, render_seed)
+    images, labels, names = cached_render(scripts, image_size, images_per_class, render_seed, cache)
     source = "data=glyphs"
     parts = split_classes(names, val_fraction, test_fraction, split_seed, source)
     splits = []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .cache import files_signature
 
 
 def load_hub(hub_id: str, instead: str) -> Any:
@@ -27,3 +29,14 @@ def check_columns(split: Any, hub_id: str, columns: Iterable[str], fix: str = ""
         if column not in split.column_names:
             raise UserError(f"{hub_id} has no column {column!r}; its columns are {', '.join(split.column_names)}"
                             + (f" ({fix})" if fix else ""))
+
+
+def hub_key(ds: Any, hub_id: str, split: str, *columns: str) -> dict[str, Any] | None:
+    """What the decoded images of a hub split depend on, for the decode cache: the set, split and columns, the
+    split's ``datasets`` fingerprint and the Arrow files it was read from (path, size, modification time), which
+    a new revision or a fresh download replaces. None for a split held only in memory (nothing to key on)."""
+    files = [Path(f["filename"]) for f in getattr(ds, "cache_files", None) or []]
+    if not files:
+        return None
+    return {"hub_id": hub_id, "split": split, "columns": list(columns), "rows": len(ds),
+            "fingerprint": getattr(ds, "_fingerprint", None), "files": files_signature(files)}

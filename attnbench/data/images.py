@@ -1,13 +1,16 @@
 """Image classification data: scikit-learn's digits, CIFAR-10/100 (hub parquet or the torchvision layout),
 and the user's own image folders. Every loader returns uint8 tensors (N, C, H, W) and int64 labels, split
-into train / val / test, small enough to live on the device as a whole.
+into train / val / test, small enough to live on the device as a whole; image folders and hub sets can
+instead stream from disk (``data.stream``, ``StreamImages``), and their decoded images are cached
+(``data.cache``, see ``cache.py``).
 """
 
 from __future__ import annotations
 
 import codecs
+import hashlib
+import os
 import pickle
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,20 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .hub import check_columns, load_hub
+from .cache import cached_array, files_signature
+from .decode import (
+    HubItems,
+    ListItems,
+    Stream,
+    checked,
+    decode_all,
+    decode_image,
+    decoded_images,
+    image_decoder,
+    streams,
+)
+from .hub import check_columns, hub_key, load_hub
+from .stream import StreamImages
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images N×C×H×W, int64 labels)
@@ -24,7 +40,7 @@ Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images N×C
 
 @dataclass
 class Split:
-    images: Tensor  # uint8 (N, C, H, W)
+    images: Tensor | StreamImages  # uint8 (N, C, H, W), in memory or left on disk (data.stream)
     labels: Tensor  # int64 (N,)
 
     def __len__(self) -> int:
@@ -48,13 +64,20 @@ class ImageData:
                 raise UserError(f"{source}: the {name} split is empty; add images or lower data.val_fraction")
 
 
-def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, carved): ``fraction`` of every class carved out, with a fixed seed."""
-    from sklearn.model_selection import train_test_split
-
+def _stratified_split(labels: np.ndarray, fraction: float, seed: int,
+                      cache: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, carved): ``fraction`` of every class carved out, with a fixed seed. ``cache``: the carved
+    indices are kept in the decode cache (importing scikit-learn alone takes longer than a cached set's load)."""
     index = np.arange(len(labels))
     if fraction <= 0:
         return index, index[:0]
+    if cache:
+        key = {"labels": hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest(),
+               "fraction": fraction, "seed": seed}
+        carved = cached_array("split", key, lambda: _stratified_split(labels, fraction, seed)[1], images=False)
+        return np.setdiff1d(index, carved, assume_unique=True), carved
+    from sklearn.model_selection import train_test_split
+
     counts = np.bincount(labels)
     classes, n_carved = int((counts > 0).sum()), int(np.ceil(fraction * len(labels)))
     # stratify when every class can appear on both sides; tiny sets fall back to a plain seeded split
@@ -64,15 +87,20 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     return np.sort(rest), np.sort(carved)
 
 
-def _split(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> Split:
+def _split(images: np.ndarray | StreamImages, labels: np.ndarray, index: np.ndarray) -> Split:
+    if isinstance(images, StreamImages):
+        return Split(images.subset(index), torch.from_numpy(labels[index]).long())
+    if len(index) == len(labels) and np.array_equal(index, np.arange(len(labels))):
+        return Split(torch.from_numpy(images), torch.from_numpy(labels).long())  # the whole array: no copy
     return Split(torch.from_numpy(np.ascontiguousarray(images[index])), torch.from_numpy(labels[index]).long())
 
 
-def _limit(images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _limit(images: np.ndarray | StreamImages, labels: np.ndarray, limit: int | None,
+           seed: int) -> tuple[np.ndarray | StreamImages, np.ndarray]:
     if limit is None or limit >= len(labels):
         return images, labels
     keep = np.sort(np.random.default_rng(seed).permutation(len(labels))[:limit])
-    return images[keep], labels[keep]
+    return images.subset(keep) if isinstance(images, StreamImages) else images[keep], labels[keep]
 
 
 def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
@@ -188,64 +216,64 @@ def _read_torchvision_cifar(folder: Path, label_key: str) -> tuple[Arrays, list[
     return splits, names
 
 
-def _read_hub_cifar(hub_id: str, image_column: str, label_column: str) -> tuple[Arrays, list[str]]:
-    """A hub parquet data set with an image column and a ClassLabel column (``uoft-cs/cifar10`` layout)."""
-    import datasets
-
+def _read_hub_cifar(hub_id: str, image_column: str, label_column: str, cache: bool, stream: Stream,
+                    memory_budget_mb: float | None) -> tuple[Arrays, list[str]]:
+    """A hub parquet data set with an image column and a ClassLabel column (``uoft-cs/cifar10`` layout); its
+    images decoded once into the cache, or streamed (``data.stream``)."""
     dd = load_hub(hub_id, "point data.root at a torchvision CIFAR folder")
     first = dd[next(iter(dd))]
     check_columns(first, hub_id, (image_column, label_column))
     feature = first.features[label_column]
     names = list(feature.names) if hasattr(feature, "names") else sorted({str(v) for v in first[label_column]})
+    items = {split: HubItems(dd[split], image_column) for split in dd}
+    sample = decode_image(items[next(iter(dd))].take([0])[0], None, None) if len(first) else np.zeros((32, 32, 3))
+    shape = (sample.shape[2], *sample.shape[:2])
+    total = sum(len(i) for i in items.values()) * int(np.prod(shape))
+    streamed = streams(stream, total, memory_budget_mb)
+    decode = image_decoder(shape[1:], shape[0])
     splits = {}
     for split in dd:
-        ds = dd[split].cast_column(image_column, datasets.Image(decode=False))
-        images = _decode_all([row["bytes"] for row in ds[image_column]], f"{hub_id}:{split}")
-        splits[split] = (images, np.asarray(ds[label_column], dtype=np.int64))
+        key = hub_key(dd[split], hub_id, split, image_column)
+        images = decoded_images("hub-images", key and {**key, "shape": shape}, items[split], decode, shape,
+                                f"{hub_id}:{split}", cache, streamed)
+        splits[split] = (images, np.asarray(dd[split][label_column], dtype=np.int64))
     return splits, names
 
 
-def _decode(item: bytes | Path, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as img:
-        if channels is None:  # grayscale sources stay one channel, everything else becomes RGB
-            channels = 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
-        img = img.convert("L" if channels == 1 else "RGB")
-        if size is not None and img.size != (size[1], size[0]):
-            img = img.resize((size[1], size[0]), Image.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8)
-    return array[:, :, None] if array.ndim == 2 else array
+def _decode_one(item: bytes | Path | str, source: str, size: tuple[int, int] | None,
+                channels: int | None) -> np.ndarray:
+    return checked(lambda i: decode_image(i, size, channels), item, source)
 
 
 def _decode_all(items: list[bytes] | list[Path], source: str, size: tuple[int, int] | None = None,
                 channels: int | None = None) -> np.ndarray:
-    """Decode many images on threads (PIL releases the GIL); a file that will not decode names itself."""
+    """Decode many images in parallel (uncached); a file that will not decode names itself."""
     if not items:
         return np.zeros((0, channels or 3, *(size or (32, 32))), np.uint8)
     if size is None or channels is None:  # the first image sets the shape every other image is brought to
         first = _decode_one(items[0], source, size, channels)
         size, channels = first.shape[:2], first.shape[2]
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        arrays = list(pool.map(lambda item: _decode_one(item, source, size, channels), items))
-    return np.stack(arrays).transpose(0, 3, 1, 2).copy()
+    return decode_all(ListItems(items), image_decoder(size, channels), (channels, *size), source)
 
 
-def _decode_one(item: bytes | Path, source: str, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
-    try:
-        return _decode(item, size, channels)
-    except Exception as e:
-        where = str(item) if isinstance(item, Path) else f"an image in {source}"
-        raise UserError(f"cannot decode {where} ({type(e).__name__}): remove or replace the file") from e
+def decoded_files(kind: str, files: list[Path] | list[str], source: str, size: tuple[int, int], channels: int,
+                  cache: bool, stream: bool = False) -> np.ndarray | StreamImages:
+    """Image files decoded to (N, C, *size) uint8, through the decode cache (keyed on every file's path, size
+    and modification time, and the shape), or left on disk to stream."""
+    key = {"files": files_signature(files), "shape": [channels, *size]} if files else None
+    return decoded_images(kind, key, ListItems(files), image_decoder(size, channels), (channels, *size), source,
+                          cache, stream)
 
 
 def load_cifar(root: str | None = None, hub_id: str = "uoft-cs/cifar10", image_column: str = "img",
                label_column: str = "label", val_size: int = 5000, limit: int | None = None,
-               split_seed: int = 0) -> ImageData:
-    """CIFAR-10/100: from ``data.root`` in the torchvision layout, else from the Hugging Face hub."""
+               split_seed: int = 0, cache: bool = True, stream: Stream = "auto",
+               memory_budget_mb: float | None = None) -> ImageData:
+    """CIFAR-10/100: from ``data.root`` in the torchvision layout, else from the Hugging Face hub (decoded
+    once into the cache, or streamed: ``data.stream``; the torchvision batches are arrays already)."""
+    if root is not None and stream is True:
+        raise UserError("data.stream=true: the torchvision CIFAR batches in data.root are read whole and cannot "
+                        "stream; drop data.root to stream the hub copy, or leave data.stream at auto")
     if root is not None:
         base = Path(root).expanduser()
         candidates = [base, base / "cifar-10-batches-py", base / "cifar-100-python"]
@@ -255,7 +283,7 @@ def load_cifar(root: str | None = None, hub_id: str = "uoft-cs/cifar10", image_c
         splits, names = _read_torchvision_cifar(folder, label_column)
         source = str(folder)
     else:
-        splits, names = _read_hub_cifar(hub_id, image_column, label_column)
+        splits, names = _read_hub_cifar(hub_id, image_column, label_column, cache, stream, memory_budget_mb)
         source = hub_id
     if "train" not in splits or "test" not in splits:
         raise UserError(f"{source} must have train and test splits, found {', '.join(splits)}")
@@ -268,19 +296,22 @@ def load_cifar(root: str | None = None, hub_id: str = "uoft-cs/cifar10", image_c
                          _split(test_images, test_labels, np.arange(len(test_labels))), names)
     else:
         fraction = min(val_size / max(len(train_labels), 1), 0.5)
-        rest, val = _stratified_split(train_labels, fraction, split_seed)
+        rest, val = _stratified_split(train_labels, fraction, split_seed, cache and root is None)
         data = ImageData(_split(train_images, train_labels, rest), _split(train_images, train_labels, val),
                          _split(test_images, test_labels, np.arange(len(test_labels))), names)
     data.check(source)
     return data
 
 
-def _folder_images(split_dir: Path) -> dict[str, list[Path]]:
+def _folder_images(split_dir: Path) -> dict[str, list[str]]:
+    """Class folder name -> its image files, sorted by name. Paths are kept as strings: making a Path of each of
+    60,000 files would take longer than reading back their decoded pixels."""
     classes = {}
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            classes[class_dir.name] = files
+        names = sorted(e.name for e in os.scandir(class_dir) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+        if names:
+            folder = str(class_dir)
+            classes[class_dir.name] = [os.path.join(folder, name) for name in names]
     return classes
 
 
@@ -295,12 +326,14 @@ def data_folder(path: str | None, data: str, layout: str) -> Path:
 
 
 def load_image_folder(path: str | None = None, image_size: int | None = None, val_fraction: float = 0.1,
-                      split_seed: int = 0, per_class: int | None = None) -> ImageData:
+                      split_seed: int = 0, per_class: int | None = None, cache: bool = True,
+                      stream: Stream = "auto", memory_budget_mb: float | None = None) -> ImageData:
     """The user's own images: ``path/train/<class>/*.png|jpg`` and ``path/test/<class>/…``, optionally
     ``path/val/<class>/…`` (else val is carved from train). ``image_size`` resizes to a square; by default
     every image is brought to the size of the first one. ``per_class`` keeps the first that many images of
     each class (by file name) in every split: a class-balanced subset for a quick study, the others are never
-    decoded."""
+    decoded. The decoded images are cached (``cache``); ``stream`` (true, or auto above ``memory_budget_mb``)
+    leaves them on disk, read a batch at a time."""
     if per_class is not None and per_class < 1:
         raise UserError(f"data.per_class={per_class} must be at least 1 (or null for every image)")
     root = data_folder(path, "image_folder", "a folder with train/<class>/ and test/<class>/")
@@ -317,27 +350,32 @@ def load_image_folder(path: str | None = None, image_size: int | None = None, va
     index = {name: i for i, name in enumerate(classes)}
     size = (image_size, image_size) if image_size else None
 
-    def read(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-        found = _folder_images(split_dir)
+    def listing(split_dir: Path) -> tuple[list[str], np.ndarray]:
+        found = train if split_dir == train_dir else _folder_images(split_dir)
         unknown = sorted(set(found) - set(index))
         if unknown:
             raise UserError(f"{split_dir} has classes that train lacks: {', '.join(unknown[:5])}")
         found = {name: found[name][:per_class] for name in sorted(found)}
         files = [f for name in found for f in found[name]]
-        labels = np.array([index[name] for name in found for _ in found[name]], dtype=np.int64)
-        return _decode_all(files, str(split_dir), size, channels), labels
+        return files, np.array([index[name] for name in found for _ in found[name]], dtype=np.int64)
 
     first = _decode_one(train[classes[0]][0], str(train_dir), size, None)
     size, channels = first.shape[:2], first.shape[2]
-    train_images, train_labels = read(train_dir)
-    test_images, test_labels = read(test_dir)
-    if (root / "val").is_dir():
-        val_images, val_labels = read(root / "val")
-        data = ImageData(Split(torch.from_numpy(train_images), torch.from_numpy(train_labels)),
-                         Split(torch.from_numpy(val_images), torch.from_numpy(val_labels)),
-                         Split(torch.from_numpy(test_images), torch.from_numpy(test_labels)), classes)
+    dirs = {"train": train_dir, "test": test_dir, **({"val": root / "val"} if (root / "val").is_dir() else {})}
+    listed = {split: listing(d) for split, d in dirs.items()}
+    total = sum(len(files) for files, _ in listed.values()) * channels * size[0] * size[1]
+    streamed = streams(stream, total, memory_budget_mb)
+    read = {split: (decoded_files("folder-images", files, str(dirs[split]), size, channels, cache, streamed),
+                    labels) for split, (files, labels) in listed.items()}
+    train_images, train_labels = read["train"]
+    test_images, test_labels = read["test"]
+    if "val" in read:
+        val_images, val_labels = read["val"]
+        data = ImageData(_split(train_images, train_labels, np.arange(len(train_labels))),
+                         _split(val_images, val_labels, np.arange(len(val_labels))),
+                         _split(test_images, test_labels, np.arange(len(test_labels))), classes)
     else:
-        rest, val = _stratified_split(train_labels, val_fraction, split_seed)
+        rest, val = _stratified_split(train_labels, val_fraction, split_seed, cache)
         data = ImageData(_split(train_images, train_labels, rest), _split(train_images, train_labels, val),
                          _split(test_images, test_labels, np.arange(len(test_labels))), classes)
     data.check(f"data.path={path}")

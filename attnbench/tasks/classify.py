@@ -16,6 +16,7 @@ from ..attention import capture_weights
 from ..data import LOADERS
 from ..data.batches import Augment, TensorBatches, channel_stats
 from ..data.images import ImageData
+from ..data.stream import StreamBatches, StreamImages
 from ..seeds import mixed_seed
 from ..values import NONNEGATIVE, setting
 from .base import DiagnosticMeans, Task
@@ -75,9 +76,10 @@ class ClassifyTask(Task):
         """Augmentation draws; under DDP each rank its own stream (its samples are not another rank's)."""
         return torch.Generator(device=device).manual_seed(mixed_seed(self.seed, self.rank))
 
-    def _batches(self, split: str, train: bool = False) -> TensorBatches:
+    def _batches(self, split: str, train: bool = False) -> TensorBatches | StreamBatches:
         data = getattr(self.data, split)
-        return TensorBatches(data.images, data.labels, self.batch_size if train else self.eval_batch_size,
+        batches = StreamBatches if isinstance(data.images, StreamImages) else TensorBatches  # data.stream
+        return batches(data.images, data.labels, self.batch_size if train else self.eval_batch_size,
                              mean=self.mean, std=self.std, shuffle=train, seed=self.seed,
                              augment=self.augment if train else None, generator=self.generator,
                              drop_last=train and len(data) > self.batch_size,

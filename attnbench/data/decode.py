@@ -1,0 +1,219 @@
+"""Encoded images (files, or the bytes of a hub parquet column) to uint8 arrays: in parallel, once, cached.
+
+``decoded_images`` is where every image loader ends: it decodes the whole set into memory (through the
+decode cache, ``cache.py``), or, for a set to stream (``data.stream``), leaves it on disk as ``StreamImages``
+that DataLoader workers read a batch at a time: from the decode cache's memory-mapped entry when the cache is
+on (decoded once, then only read), else from the encoded files themselves, decoded in the workers.
+
+Decoding runs on worker processes where the platform forks (PIL holds the GIL for most of a small image's
+decode, so threads barely help on 32×32 JPEGs), on threads otherwise; on a terminal a progress line shows it.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import UserError
+from .cache import build_on_disk, cached_array, count, entry_path, read_entry
+from .stream import ArrayRows, ItemRows, StreamImages
+
+Item = bytes | Path | str  # encoded bytes, or the path of a file
+Decoder = Callable[[Item, str], np.ndarray]  # (item, where) -> uint8 (H, W, C)
+Stream = bool | Literal["auto"]
+CHUNK = 256  # images per task handed to a decoding worker
+PARALLEL_FROM = 512  # fewer images are decoded in this process: starting workers would cost more
+
+
+class ListItems:
+    """Encoded images held as a list (file paths, or bytes)."""
+
+    def __init__(self, items: Sequence[Item]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def take(self, rows: Sequence[int]) -> list[Item]:
+        return [self.items[r] for r in rows]
+
+
+class HubItems:
+    """The encoded bytes of one image column of a hub split (memory-mapped Arrow), read a chunk at a time."""
+
+    def __init__(self, ds: Any, column: str) -> None:
+        import datasets
+
+        self.ds = ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def take(self, rows: Sequence[int]) -> list[Item]:
+        return [cell["bytes"] for cell in self.ds[list(rows)][self.column]]
+
+
+Items = ListItems | HubItems
+
+
+def decode_image(item: Item, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
+    """One image as uint8 (H, W, C): grayscale sources stay one channel unless ``channels`` says otherwise,
+    everything else becomes RGB; resized (bilinear) to ``size`` when given."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as img:
+        if channels is None:
+            channels = 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+        mode = "L" if channels == 1 else "RGB"
+        if img.mode != mode:  # converting to the mode it has would only copy it
+            img = img.convert(mode)
+        if size is not None and img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def checked(decode: Callable[[Item], np.ndarray], item: Item, where: str) -> np.ndarray:
+    """``decode(item)``; a file that will not decode is named in one line."""
+    try:
+        return decode(item)
+    except Exception as e:
+        what = f"an image in {where}" if isinstance(item, bytes) else str(item)
+        raise UserError(f"cannot decode {what} ({type(e).__name__}): remove or replace the file") from None
+
+
+def image_decoder(size: tuple[int, int], channels: int) -> Decoder:
+    """The decoder of a classification or few-shot set: every image brought to ``size`` and ``channels``."""
+    return partial(_decode_sized, size=tuple(size), channels=channels)
+
+
+def _decode_sized(item: Item, where: str, size: tuple[int, int], channels: int) -> np.ndarray:
+    return checked(partial(decode_image, size=size, channels=channels), item, where)
+
+
+def _decode_chunk(decode: Decoder, items: list[Item], where: str) -> np.ndarray:
+    return np.stack([decode(item, where) for item in items]).transpose(0, 3, 1, 2)
+
+
+def decode_workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def _pool(n: int) -> Executor | None:
+    workers = decode_workers()
+    if n < PARALLEL_FROM or workers == 1:
+        return None
+    if "fork" in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(workers)
+
+
+class _Progress:
+    """``decoding SOURCE: done/total`` redrawn on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int, source: str) -> None:
+        self.total, self.source, self.done = total, source, 0
+        self.shown = sys.stderr.isatty() and total >= PARALLEL_FROM
+        self.last = 0.0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.shown and (now - self.last > 0.2 or self.done == self.total):
+            self.last = now
+            end = "\n" if self.done == self.total else ""
+            print(f"\rdecoding {self.source}: {self.done:,}/{self.total:,} images", end=end, file=sys.stderr,
+                  flush=True)
+
+
+def decode_into(out: np.ndarray, items: Items, decode: Decoder, source: str) -> None:
+    """Fill ``out`` (N, C, H, W) with the decoded ``items``, chunk by chunk, on worker processes."""
+    n = len(items)
+    progress = _Progress(n, source)
+    starts = range(0, n, CHUNK)
+    pool = _pool(n)
+    if pool is None:
+        for start in starts:
+            rows = range(start, min(start + CHUNK, n))
+            out[start:start + len(rows)] = _decode_chunk(decode, items.take(rows), source)
+            progress.add(len(rows))
+        return
+    with pool:
+        # at most two chunks per worker in flight: the items of a hub set are read as they are needed
+        pending: dict[Any, int] = {}
+        ahead = 2 * decode_workers()
+        for start in starts:
+            rows = range(start, min(start + CHUNK, n))
+            pending[pool.submit(_decode_chunk, decode, items.take(rows), source)] = start
+            while len(pending) >= ahead:
+                _collect(pending, out, progress)
+        while pending:
+            _collect(pending, out, progress)
+
+
+def _collect(pending: dict[Any, int], out: np.ndarray, progress: _Progress) -> None:
+    """Wait for at least one decoded chunk and put it in place."""
+    done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+    for future in done:
+        start = pending.pop(future)
+        chunk = future.result()
+        out[start:start + len(chunk)] = chunk
+        progress.add(len(chunk))
+
+
+def decode_all(items: Items, decode: Decoder, shape: tuple[int, int, int], source: str) -> np.ndarray:
+    """Every item decoded into one uint8 array (N, C, H, W)."""
+    out = np.empty((len(items), *shape), np.uint8)
+    decode_into(out, items, decode, source)
+    return out
+
+
+def memory_budget(budget_mb: float | None) -> int:
+    """Bytes of decoded images a set may take in memory before ``data.stream=auto`` streams it: ``budget_mb``,
+    else a quarter of this machine's memory."""
+    if budget_mb is not None:
+        return int(budget_mb * 2**20)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def streams(stream: Stream, nbytes: int, budget_mb: float | None) -> bool:
+    """Whether a set of ``nbytes`` decoded bytes streams under ``data.stream``."""
+    if stream == "auto":
+        return nbytes > memory_budget(budget_mb)
+    return bool(stream)
+
+
+def decoded_images(kind: str, key: dict[str, Any] | None, items: Items, decode: Decoder,
+                   shape: tuple[int, int, int], source: str, cache: bool, stream: bool) -> np.ndarray | StreamImages:
+    """The images of one split, in memory (decoded once, then read from the cache) or, with ``stream``, left on
+    disk as ``StreamImages``: the cache's entry when the cache is on, else the encoded items themselves."""
+    n = len(items)
+    if not stream:
+        return cached_array(kind, key, lambda: decode_all(items, decode, shape, source), enabled=cache)
+    if cache and key is not None:
+        path = entry_path(kind, key)
+        stored = read_entry(path, mmap=True)
+        if stored is not None and stored.shape == (n, *shape):
+            count(cached=n, streamed=n)
+            return StreamImages(ArrayRows(path), np.arange(n), shape)
+        stored = build_on_disk(path, (n, *shape), lambda out: decode_into(out, items, decode, source))
+        if stored is not None:
+            count(decoded=n, streamed=n)
+            return StreamImages(ArrayRows(path), np.arange(n), shape)
+    count(streamed=n)
+    return StreamImages(ItemRows(items, decode, source), np.arange(n), shape)

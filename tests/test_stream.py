@@ -1,0 +1,108 @@
+"""Streaming image sets (data.stream): the same batches as the in-memory path, resumed exactly, and learning when
+a capped memory budget makes ``auto`` stream."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from runner import attnbench, run_dirs, summary
+
+from attnbench.data import LOADERS, last_load
+from attnbench.data.batches import Augment, TensorBatches
+from attnbench.data.stream import StreamBatches, StreamImages
+
+
+def write_colours(root: Path, per_class: int, size: int = 12, seed: int = 0) -> Path:
+    """Two classes anyone can tell apart: reddish and bluish noisy squares."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", per_class), ("test", max(per_class // 2, 4))):
+        for c, colour in enumerate(((200, 40, 40), (40, 40, 200))):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_streamed_batches_are_the_in_memory_batches(tmp_path: Path, cache: bool) -> None:
+    root = write_colours(tmp_path / "images", 30)
+    memory = LOADERS["image_folder"](path=str(root), stream=False)
+    streamed = LOADERS["image_folder"](path=str(root), stream=True, cache=cache)
+    assert isinstance(streamed.train.images, StreamImages) and last_load().streamed == 90
+    assert torch.equal(streamed.train.images[:], memory.train.images)
+    mean, std = torch.tensor([0.4, 0.2, 0.5]), torch.tensor([0.2, 0.1, 0.3])
+    for rank, world in ((0, 1), (1, 2)):
+        kwargs = dict(mean=mean, std=std, shuffle=True, seed=3, augment=Augment(2, True), rank=rank, world=world)
+        a = TensorBatches(memory.train.images, memory.train.labels, 8, generator=torch.Generator().manual_seed(5),
+                          **kwargs)
+        b = StreamBatches(streamed.train.images, streamed.train.labels, 8, workers=2,
+                          generator=torch.Generator().manual_seed(5), **kwargs)
+        assert len(a) == len(b)
+        for epoch, start in ((0, 0), (1, 3)):  # a resumed epoch skips its first batches
+            pairs = list(zip(a.epoch(epoch, start), b.epoch(epoch, start), strict=True))
+            assert len(pairs) == len(a) - start
+            for (xa, ya), (xb, yb) in pairs:
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_auto_streams_above_the_memory_budget_and_learns(tmp_path: Path) -> None:
+    root = write_colours(tmp_path / "images", 48)
+    size_mb = 2 * (48 + 24) * 3 * 12 * 12 / 2**20  # the decoded set: about 0.06 MB
+    args = ["train", "data=image_folder", f"data.path={root}", f"data.memory_budget_mb={size_mb / 4:.4f}",
+            "backbone=smallcnn", "model=none", "logger=none", "trainer.epochs=4", "trainer.batch_size=16"]
+    result = attnbench(*args, cwd=tmp_path, check=True)
+    assert "streaming 144 images from disk" in result.stdout, result.stdout
+    s = summary(run_dirs(tmp_path / "outputs")[0])
+    assert s["metrics"]["test/acc"] >= 0.9  # chance is 0.5
+
+
+def test_stream_true_on_a_set_that_cannot_stream_is_one_line(tmp_path: Path) -> None:
+    result = attnbench("train", "data=digits", "data.stream=true", "logger=none", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "data=digits cannot stream" in result.stderr and "Traceback" not in result.stderr
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_streamed_run_stopped_by_sigterm_resumes_like_an_uninterrupted_one(tmp_path: Path) -> None:
+    root = write_colours(tmp_path / "images", 96)
+    args = ["train", "data=image_folder", f"data.path={root}", "data.stream=true", "data.crop_pad=2",
+            "backbone=smallcnn", "model=se", "logger=none", "trainer.epochs=6", "trainer.batch_size=16"]
+    attnbench(*args, "hydra.run.dir=straight", cwd=tmp_path, check=True)
+
+    process = subprocess.Popen([sys.executable, "-m", "attnbench", *args, "hydra.run.dir=stopped"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    _wait_for(metrics, process)
+    while metrics.read_text().count('"split": "val"') < 2:  # stopped in the third epoch
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    stopped = summary(tmp_path / "stopped")
+    assert stopped["status"] == "interrupted" and stopped["epochs"] < 6
+
+    attnbench("train", "resume=stopped", cwd=tmp_path, check=True)
+    resumed, straight = summary(tmp_path / "stopped"), summary(tmp_path / "straight")
+    assert resumed["status"] == "completed"
+    assert resumed["metrics"] == straight["metrics"]
+    lines = [json.loads(line) for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()]
+    assert lines == [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
