@@ -49,6 +49,14 @@ class Augment:
         return x[batch, channel, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
 
 
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> Tensor:
+    """The order of ``n`` samples in ``epoch``: a permutation from (seed, epoch) alone, on the CPU, so a resumed
+    run, every rank and every way of feeding the batches (in memory, streamed) see the same one."""
+    if not shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(mixed_seed(seed, epoch)))
+
+
 class TensorBatches:
     """Shuffled (or ordered) mini-batches of normalised float images and labels, all on one device.
 
@@ -75,10 +83,7 @@ class TensorBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self, epoch: int) -> Tensor:
-        if not self.shuffle:
-            return torch.arange(len(self.labels), device=self.images.device)
-        g = torch.Generator().manual_seed(mixed_seed(self.seed, epoch))
-        return torch.randperm(len(self.labels), generator=g).to(self.images.device)
+        return epoch_order(len(self.labels), self.seed, epoch, self.shuffle).to(self.images.device)
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         order = self.order(epoch)
@@ -136,7 +141,7 @@ class TokenBatches:
         if not self.shuffle:
             return torch.sort(self.lengths, descending=True, stable=True).indices
         g = torch.Generator().manual_seed(mixed_seed(self.seed, epoch))
-        order = torch.randperm(len(self.labels), generator=g)
+        order = torch.randperm(len(self.labels), generator=g)  # then the batches of similar lengths, shuffled
         pool = self.batch_size * max(self.bucket, 1)
         order = torch.cat([chunk[torch.sort(self.lengths[chunk], stable=True).indices] for chunk in order.split(pool)])
         batches = list(order[:len(self) * self.batch_size].split(self.batch_size))

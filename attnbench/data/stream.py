@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .batches import Augment
+from .batches import Augment, epoch_order
 
 
 class ArrayRows:
@@ -134,10 +134,7 @@ class StreamBatches:
 
     def order(self, epoch: int) -> Tensor:
         """The permutation ``TensorBatches.order`` gives (on the CPU, where the workers read)."""
-        if not self.shuffle:
-            return torch.arange(len(self.labels))
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(len(self.labels), generator=g)
+        return epoch_order(len(self.labels), self.seed, epoch, self.shuffle)
 
     def _loader(self, batches: list[list[int]]) -> Iterator[Tensor]:
         workers = min(self.workers, len(batches))

@@ -22,10 +22,9 @@ from torch import Tensor, nn
 
 from ..attention import send_reward
 from ..data import LOADERS
-from ..data.batches import channel_stats
+from ..data.batches import channel_stats, epoch_order
 from ..data.captions import CaptionData, CaptionSplit, EncodedImages
 from ..data.vocab import Vocab
-from ..seeds import mixed_seed
 from ..values import COUNT, setting
 from .base import DiagnosticMeans, Task
 from .caption_metrics import caption_scores, grounding, resolve_meteor
@@ -129,8 +128,7 @@ class CaptionTask(Task):
         return pairs // self.batch_size if pairs > self.batch_size else 1
 
     def _order(self, epoch: int) -> Tensor:
-        g = torch.Generator().manual_seed(mixed_seed(self.seed, epoch))
-        return torch.randperm(len(self.tokens["train"][1]), generator=g)
+        return epoch_order(len(self.tokens["train"][1]), self.seed, epoch)
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Shuffled (image, caption) pairs; under DDP each rank takes every ``world``-th pair of a global batch."""
