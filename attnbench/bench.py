@@ -576,7 +576,9 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"bench: {message} (`attnbench bench --help` lists the options)")
 
 
-def parse(args: list[str]) -> tuple[Settings, str | None, int | None]:
+def parse(args: list[str]) -> tuple[Settings, str | None, int | None, str]:
+    """The settings, the JSON path, torch's threads, and which sections run: ``all``, ``no-runs`` or
+    ``runs`` (section 4 alone)."""
     parser = _Parser(
         prog="attnbench bench", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Training-step cost per variant, trainer overhead against a bare PyTorch loop, module "
@@ -596,7 +598,11 @@ def parse(args: list[str]) -> tuple[Settings, str | None, int | None]:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     parser.add_argument("--json", help="where to write the JSON report (default outputs/bench/<time>.json)")
-    parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test in seconds")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test in seconds (without "
+                                                             "section 4 unless --runs)")
+    parser.add_argument("--runs", action="store_true", help="only section 4, run efficiency: real `attnbench "
+                                                            "train` processes split into phases (minutes)")
+    parser.add_argument("--no-runs", action="store_true", help="sections 1-3 only")
     options, rest = parser.parse_known_args(args)
     unknown = [a for a in rest if a.startswith("-") or "=" not in a]
     if unknown:
@@ -627,7 +633,8 @@ def parse(args: list[str]) -> tuple[Settings, str | None, int | None]:
                             parity_rounds=2 * options.rounds,
                             lengths=lengths, width=options.width, heads=options.heads,
                             overhead_variants=overhead_variants, device=options.device)
-    return settings, options.json, options.threads
+    sections = "runs" if options.runs else "no-runs" if options.no_runs or options.quick else "all"
+    return settings, options.json, options.threads, sections
 
 
 def progress(message: str) -> None:
@@ -676,13 +683,24 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def main(args: list[str]) -> int:
-    from .track.console import info
+    from . import run_efficiency
+    from .track.console import console, info
 
-    settings, json_path, threads = parse(args)
+    settings, json_path, threads, sections = parse(args)
     if threads:
         torch.set_num_threads(threads)
-    report = run(settings)
-    print_report(report)
+    if sections == "runs":
+        report = {"command": "attnbench bench --runs", "time": datetime.now().isoformat(timespec="seconds"),
+                  "machine": machine()}
+    else:
+        report = run(settings)
+        print_report(report)
+    if sections != "no-runs":
+        started = time.perf_counter()
+        report["runs"] = run_efficiency.run_section(quick="--quick" in args, progress=progress)
+        report["machine"]["load_average_after_runs"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+        report["wall_time_s"] = report.get("wall_time_s", 0.0) + time.perf_counter() - started
+        run_efficiency.print_section(report["runs"], console)
     path = Path(json_path) if json_path else Path("outputs/bench") / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=str))
