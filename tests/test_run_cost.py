@@ -1,0 +1,93 @@
+"""What a run's cost measurement costs (issue 19): FLOPs counted on a few samples give the whole batch's
+figure, inference timing stays within its budget, peak memory is the peak of the block it measures, and
+summary.json splits the run's time into phases."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from runner import attnbench, run_dirs
+
+from attnbench.cli import conf_dir
+from attnbench.config import register_schemas
+from attnbench.engine import Trainer, forward_flops
+from attnbench.engine.cost import MemoryPeak, leading, max_resident_mb, resident_mb
+from attnbench.job import PHASES, fingerprint, seed_everything
+from attnbench.tasks import build_task
+from attnbench.track import Logger, RunDirectory
+
+TINY = {  # small enough to build in a second; the evaluation batch still holds many samples
+    "digits": ["backbone.widths=[8,16]"],
+    "reviews": ["data.train_size=64", "data.val_size=32", "data.test_size=96", "model=mha", "trainer.batch_size=16"],
+}
+
+
+def _trainer(tmp_path: Path, data: str) -> Trainer:
+    register_schemas()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="t"):
+        cfg = compose("config", overrides=[f"data={data}", "logger=none", *TINY[data]], return_hydra_config=True)
+    seed_everything(cfg.seed)
+    task = build_task(cfg, dict(cfg.hydra.runtime.choices))
+    trainer = Trainer(cfg.trainer, task, RunDirectory(tmp_path), Logger(), seed=cfg.seed, fingerprint=fingerprint(cfg))
+    trainer.setup()
+    return trainer
+
+
+@pytest.mark.parametrize("data", ["digits", "reviews"])
+def test_flops_of_a_few_samples_match_the_whole_batch_count(tmp_path: Path, data: str) -> None:
+    trainer = _trainer(tmp_path, data)
+    batch, size = trainer.task.example_batch()
+    assert size > 16  # else the few samples would be the whole batch and the test would prove nothing
+    whole = forward_flops(lambda: trainer.task.predict(trainer.task.model.eval(), batch))
+    cost = trainer.inference_cost(budget_s=0.2)
+    assert whole is not None and cost["flops_per_sample"] == pytest.approx(whole / size, rel=1e-9)
+    assert 0 < cost["inference_batch"] <= size and cost["eval_samples_per_s"] > 0
+
+
+def test_inference_timing_stays_near_its_budget(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, "reviews")
+    started = time.perf_counter()
+    trainer.inference_cost(budget_s=0.5)
+    assert time.perf_counter() - started < 3.0  # budget plus the FLOP count and one estimate pass
+
+
+def test_leading_keeps_the_width_of_a_tensor_batch_and_leaves_other_batches_whole() -> None:
+    tokens = torch.zeros(10, 37, dtype=torch.long)
+    few, n = leading(tokens, 10, 4)
+    assert few.shape == (4, 37) and n == 4
+    episode = object()
+    assert leading(episode, 80, 8) == (episode, 80)
+
+
+def test_memory_peak_is_the_blocks_own_peak_even_below_an_earlier_one() -> None:
+    if resident_mb() is None:
+        pytest.skip("needs /proc (Linux)")
+    high = torch.ones(300 * 2**20 // 4)  # 300 MiB: raise the process's all-time peak, then free it
+    del high
+    before = resident_mb()
+    with MemoryPeak(torch.device("cpu")) as peak:
+        held = torch.ones(60 * 2**20 // 4)  # 60 MiB, held long enough to be sampled
+        time.sleep(0.3)
+        del held
+    assert peak.mb is not None and peak.mb >= before + 50
+    if peak.mb < max_resident_mb():  # below the earlier peak: the sampled figure, not ru_maxrss
+        assert peak.mb <= before + 60 + 50
+
+
+def test_summary_splits_the_run_into_phases(tmp_path: Path) -> None:
+    attnbench("train", "trainer.epochs=1", "backbone.widths=[8,16]", "logger=none", cwd=tmp_path, check=True)
+    [run] = run_dirs(tmp_path / "outputs")
+    s = json.loads((run / "summary.json").read_text())
+    assert list(s["phases_s"]) == [p for p in PHASES if p in s["phases_s"]]
+    assert {"startup", "data", "model", "probe", "setup", "train_steps", "validation", "test", "cost"} <= set(s["phases_s"])
+    assert all(v >= 0 for v in s["phases_s"].values())
+    assert sum(s["phases_s"].values()) - s["phases_s"]["startup"] <= s["wall_time_s"] + 0.1
+    start, end = s["timeline"]["training"]
+    assert s["timeline"]["process_started"] < s["timeline"]["job_started"] < start < end
+    assert end - start >= s["phases_s"]["train_steps"]
+    assert s["peak_memory_mb"] > 0 and s["eval_peak_memory_mb"] > 0 and s["inference_batch"] > 0
