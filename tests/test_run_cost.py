@@ -84,7 +84,8 @@ def test_summary_splits_the_run_into_phases(tmp_path: Path) -> None:
     [run] = run_dirs(tmp_path / "outputs")
     s = json.loads((run / "summary.json").read_text())
     assert list(s["phases_s"]) == [p for p in PHASES if p in s["phases_s"]]
-    assert {"startup", "data", "model", "probe", "setup", "train_steps", "validation", "test", "cost"} <= set(s["phases_s"])
+    assert {"startup", "data", "model", "probe", "setup", "train_steps", "validation", "test", "cost"} <= set(
+        s["phases_s"])
     assert all(v >= 0 for v in s["phases_s"].values())
     assert sum(s["phases_s"].values()) - s["phases_s"]["startup"] <= s["wall_time_s"] + 0.1
     start, end = s["timeline"]["training"]
