@@ -296,13 +296,13 @@ def _attention_step(module: torch.nn.Module, attend: Callable, x: torch.Tensor, 
 
 def check_flex(plan: Plan) -> list[dict[str, Any]]:
     """flex_attention against the dense path of relpos and local: agreement, then time and memory."""
-    from .attention.mixer import LocalSelfAttention, RelativePositionAttention, flex_attention, flex_kernel
+    from .attention.mixer import LocalSelfAttention, RelativePositionAttention, flex_kernel, flex_module
     from .bench import median_time, peak_memory
 
-    if flex_attention is None:
+    if flex_module() is None:
         return [{"skipped": "this torch has no torch.nn.attention.flex_attention"}]
     # on the CPU flex_attention runs eagerly, forward only (no backward there)
-    kernel = flex_attention if plan.cpu else flex_kernel(plan.device)
+    kernel = flex_module().flex_attention if plan.cpu else flex_kernel(plan.device)
     lengths = [64, 128] if plan.cpu else FLEX_LENGTHS
     width, heads, window = (32, 2, 4) if plan.cpu else (128, 2, 16)
     rows = []

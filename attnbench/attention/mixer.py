@@ -16,8 +16,11 @@ runs the fused ``F.scaled_dot_product_attention`` and never keeps an N×N matrix
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +29,8 @@ from torch import Tensor, nn
 from .base import Attention
 from .scores import check_norm, normalize
 
-try:
-    from torch.nn.attention.flex_attention import AuxRequest, BlockMask, create_block_mask, flex_attention
-except ImportError:  # a torch without flex_attention: every mixer runs its dense path
-    flex_attention = None
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 # scores that are a dot product of (transformed) queries and keys, so fused attention kernels can compute them;
 # ``general`` (qᵀWk) adds nothing to learned query and key projections (W folds into them), and ``additive``
@@ -83,13 +84,33 @@ _compiled_flex: Callable | None = None
 _block_masks: dict[tuple, BlockMask] = {}
 
 
+@functools.cache
+def flex_module() -> ModuleType | None:
+    """torch's flex_attention module, imported on first use: it pulls in sympy and torch.fx's symbolic shapes,
+    a second of start-up that a run never taking a flex path (every CPU run) does without; None in a torch
+    without it (every mixer then runs its dense path)."""
+    try:
+        import torch.nn.attention.flex_attention as flex
+    except ImportError:
+        return None
+    return flex
+
+
+def __getattr__(name: str) -> Any:
+    """``mixer.flex_attention``: torch's function (uncompiled), None in a torch without it."""
+    if name == "flex_attention":
+        flex = flex_module()
+        return flex.flex_attention if flex is not None else None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def flex_kernel(device: torch.device) -> Callable | None:
     """``flex_attention`` compiled into a fused kernel where it trains (CUDA); None elsewhere."""
     global _compiled_flex
-    if flex_attention is None or device.type != "cuda":
+    if device.type != "cuda" or flex_module() is None:
         return None
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        _compiled_flex = torch.compile(flex_module().flex_attention, dynamic=False)
     return _compiled_flex
 
 
@@ -108,7 +129,7 @@ def offset_block_mask(kind: str, n: int, reach: int, device: torch.device) -> Bl
             return (kv - q).abs() <= reach
 
         mask_mod = {"before": before, "after": after, "within": within}[kind]
-        _block_masks[key] = create_block_mask(mask_mod, None, None, n, n, device=device)
+        _block_masks[key] = flex_module().create_block_mask(mask_mod, None, None, n, n, device=device)
     return _block_masks[key]
 
 
@@ -130,7 +151,7 @@ def attention_with_lse(kernel: Callable, q: Tensor, k: Tensor, v: Tensor, score_
     """flex attention over the keys of ``block_mask``: each query's weighted sum of values (B, h, N, d) and the
     log of its softmax normaliser (B, h, N), −∞ (and a zero output) where a query has no key there."""
     out, aux = kernel(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,
-                      return_aux=AuxRequest(lse=True))
+                      return_aux=flex_module().AuxRequest(lse=True))
     return out, aux.lse
 
 

@@ -37,7 +37,8 @@ from .protocol import Task
 
 REFRESH_S = 1.0  # longest wait between progress-bar updates, whatever trainer.log_every is
 FLOP_SAMPLES = 8  # a sample's FLOPs do not depend on how many share its batch: a few samples count them
-COST_BUDGET_S = 2.0  # about how long the inference timing takes, warm-up included, whatever the model
+# how long the FLOP count and the inference timing take together: 3% of the training time, within these bounds
+COST_SHARE, COST_MIN_S, COST_MAX_S = 0.03, 0.25, 2.0
 
 
 class NonFiniteLoss(UserError):
@@ -455,14 +456,19 @@ class Trainer:
             synchronize(self.device)
         return passes, time.perf_counter() - started
 
-    def inference_cost(self, budget_s: float = COST_BUDGET_S) -> dict[str, float | int | None]:
-        """FLOPs per sample and inference samples/s, in about ``budget_s`` whatever the model costs.
+    def inference_cost(self, budget_s: float | None = None) -> dict[str, float | int | None]:
+        """FLOPs per sample and inference samples/s, in about ``budget_s`` (default: ``COST_SHARE`` of the
+        training time, between ``COST_MIN_S`` and ``COST_MAX_S``) unless three passes over a few samples
+        take longer.
 
         FLOPs: torch's counter on the first ``FLOP_SAMPLES`` samples of an evaluation batch, divided by their
-        number (the same figure as the whole batch's count per sample: ``tests/test_speed.py``). Samples/s:
-        the largest leading part of that batch one pass of which takes at most a quarter of the budget (a
-        compiled model: the whole batch, the shape validation compiled), after a warm-up pass, the device
+        number (the whole batch's count per sample: ``tests/test_run_cost.py``). Samples/s: the largest
+        leading part of that batch one pass of which takes about a quarter of the budget left (a compiled
+        model: the whole batch, the shape validation compiled), after a warm-up pass, the device
         synchronised; ``inference_batch`` says how many samples a pass held."""
+        if budget_s is None:
+            budget_s = min(COST_MAX_S, max(COST_MIN_S, COST_SHARE * self.stopwatch.seconds.get("train_steps", 0.0)))
+        started = time.perf_counter()
         batch, size = self.task.example_batch()
         model = self.task.model.eval()
         few, n_few = leading(batch, size, FLOP_SAMPLES)
@@ -470,12 +476,15 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             if self.cfg.compile:
                 part, n = batch, size
+                self._timed_passes(part, 1, 0.0)  # warm-up
             else:
-                _, seconds = self._timed_passes(few, 1, 0.0)
-                n = min(size, max(n_few, int(n_few * budget_s / 4 / max(seconds, 1e-6))))
-                part, n = leading(batch, size, n)
-            self._timed_passes(part, 1, 0.0)  # warm-up at this shape
-            passes, seconds = self._timed_passes(part, 2, budget_s / 2)
+                _, seconds = self._timed_passes(few, 1, 0.0)  # warm-up, and what a sample costs
+                left = budget_s - (time.perf_counter() - started)
+                part, n = leading(batch, size, min(size, max(n_few, int(n_few * left / 4 / max(seconds, 1e-6)))))
+                if n != n_few:
+                    self._timed_passes(part, 1, 0.0)  # warm-up at this shape
+            left = budget_s - (time.perf_counter() - started)
+            passes, seconds = self._timed_passes(part, 2, left)
         return {"flops_per_sample": flops / max(n_few, 1) if flops is not None else None,
                 "eval_samples_per_s": passes * n / seconds, "inference_batch": n}
 
