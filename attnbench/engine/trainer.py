@@ -153,8 +153,12 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
-        elif cfg.deterministic:
+        elif cfg.deterministic and cfg.compile:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        elif cfg.deterministic:
+            # what the public call does less its import of inductor's config (seconds of start-up), which it
+            # makes only to tell compiled code, and nothing here compiles
+            torch._C._set_deterministic_algorithms(True, warn_only=True)
 
     # ------------------------------------------------------------------ setup and checkpoints
 
