@@ -30,7 +30,6 @@ from . import __version__
 from .attention import Attention, attention_parameters
 from .data import LOADERS
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_resumable, distributed
-from .engine.cost import MemoryPeak
 from .errors import UserError
 from .signals import stop_signals
 from .tasks import build_task
@@ -225,10 +224,9 @@ def _timed_loading(watch: Stopwatch) -> Iterator[None]:
 def _timing(watch: Stopwatch, trainer: Trainer | None, job_started: float) -> dict[str, Any]:
     """summary.json's ``phases_s`` (in the order of PHASES) and ``timeline`` (Unix times)."""
     seconds = {**watch.seconds, **(trainer.stopwatch.seconds if trainer else {})}
-    window = trainer.training_window if trainer else None
     return {"phases_s": {name: seconds[name] for name in PHASES if name in seconds},
             "timeline": {"process_started": process_started_at(), "job_started": job_started,
-                         "training": list(window) if window else None}}
+                         "train_steps": [list(w) for w in trainer.training_peak.windows] if trainer else []}}
 
 
 def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides: list[str], *, in_sweep: bool,
@@ -282,8 +280,8 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                 watch.add("setup", time.perf_counter() - setup_started)  # W&B, placing the model, artifacts
                 training = True
                 trainer.fit()
-                # memory after training (test, figures, cost) is its own figure: peak_memory_mb is training's
-                with MemoryPeak(trainer.device) as after_training:
+                # test, figures and cost count to evaluation's memory: peak_memory_mb is the training steps'
+                with trainer.evaluation_peak:
                     with phase("testing the best checkpoint"), watch("test"):
                         trainer.test()
                     if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
@@ -293,7 +291,6 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                         with phase("measuring inference cost (FLOPs, samples/s)"), watch("cost"):
                             summary.update(**trainer.inference_cost(),
                                            figures=sorted(str(p) for p in figures.values()))
-                summary["eval_peak_memory_mb"] = after_training.mb
                 notes = getattr(task, "notes", dict)()  # optional in the protocol: why a metric is null here
                 if not all(issubclass(cls, Attention) for cls in variant_classes(cfg.model)):
                     notes["attention"] = (f"model={choices['model']} is a plain nn.Module, not an attnbench "

@@ -9,7 +9,8 @@ step time ÷ process wall time, and each job's time outside its training steps i
 ``TARGET_FIXED_S + TARGET_SHARE × training time``.
 
 While it runs, the process's resident set is sampled from outside (``/proc/<pid>/status``), so the run's own
-``peak_memory_mb`` (its training peak) is checked against an independent figure over the training window.
+``peak_memory_mb`` (the peak of its training steps) is checked against an independent figure: the highest
+sample inside the job's training-step windows (summary.json's ``timeline.train_steps``).
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ class ResidentSampler(threading.Thread):
             if rss is not None:
                 self.samples.append((time.time(), rss))
 
-    def peak_between(self, start: float, end: float) -> float | None:
-        inside = [rss for t, rss in self.samples if start <= t <= end]
+    def peak_within(self, windows: list[list[float]]) -> float | None:
+        """The highest sample inside any of the (start, end) windows."""
+        inside = [rss for t, rss in self.samples if any(start <= t <= end for start, end in windows)]
         return max(inside) if inside else None
 
 
@@ -121,8 +123,7 @@ def run_one(spec: RunSpec, folder: Path, extra: list[str]) -> dict[str, Any]:
         training = phases.get("train_steps", 0.0)
         outside = span - training
         target = TARGET_FIXED_S + TARGET_SHARE * training
-        window = s["timeline"].get("training")
-        resident = sampler.peak_between(*window) if window else None
+        resident = sampler.peak_within(s["timeline"]["train_steps"])
         jobs.append({"overrides": s["overrides"], "span_s": span,
                      "phases_s": {**phases, "exit": span - sum(phases.values())},
                      "train_steps_s": training, "outside_s": outside, "target_s": target,
@@ -180,7 +181,8 @@ def print_section(rows: list[dict[str, Any]], console: Any) -> None:
         for job in row.get("jobs", []):
             if job["memory_ratio"] is not None:
                 console.print(f"{row['label']}{' ' + ','.join(job['overrides']) if len(row['jobs']) > 1 else ''}: "
-                              f"peak_memory_mb {job['peak_memory_mb']:,.0f} (training), resident peak sampled from "
-                              f"outside during training {job['resident_peak_training_mb']:,.0f} MiB "
-                              f"(ratio {job['memory_ratio']:.3f}); after training {job['eval_peak_memory_mb']:,.0f}",
+                              f"peak_memory_mb {job['peak_memory_mb']:,.0f} (training steps), resident peak sampled "
+                              f"from outside during the training steps {job['resident_peak_training_mb']:,.0f} MiB "
+                              f"(ratio {job['memory_ratio']:.3f}); eval_peak_memory_mb "
+                              f"{job['eval_peak_memory_mb'] or 0:,.0f}",
                               soft_wrap=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,26 +37,29 @@ def max_resident_mb() -> float:
 
 
 class MemoryPeak:
-    """Peak memory while the block runs: ``with MemoryPeak(device) as peak: ...``, then ``peak.mb``.
+    """Peak memory while the block runs: ``with MemoryPeak(device) as peak: ...``, then ``peak.mb``; entered
+    again (every epoch's training steps), the highest of its blocks.
 
-    On the CPU, if the process's all-time peak (``ru_maxrss``) rose inside the block, that rise is the
-    block's peak exactly; otherwise the block stayed below an earlier peak and the highest resident set
-    sampled every ``SAMPLE_INTERVAL_S`` is the figure (a spike shorter than the interval can be missed)."""
+    On the CPU, if the process's all-time peak (``ru_maxrss``) rose inside a block, that rise is the block's
+    peak exactly; otherwise the block stayed below an earlier peak and the highest resident set sampled
+    every ``SAMPLE_INTERVAL_S`` is the figure (a spike shorter than the interval can be missed)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.mb: float | None = None
-        self._sampled = 0.0
-        self._stop = threading.Event()
+        self.windows: list[tuple[float, float]] = []  # Unix times each block started and ended
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> MemoryPeak:
+        self._started = time.time()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
         self._before = max_resident_mb()
+        self._sampled = 0.0
         self._sample()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="attnbench-memory", daemon=True)
         self._thread.start()
         return self
@@ -73,14 +77,15 @@ class MemoryPeak:
                  traceback: TracebackType | None) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-            return
-        self._stop.set()
-        if self._thread is not None:
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
             self._thread.join()
-        self._sample()
-        after = max_resident_mb()
-        self.mb = after if after > self._before or not self._sampled else self._sampled
+            self._sample()
+            after = max_resident_mb()
+            peak = after if after > self._before or not self._sampled else self._sampled
+        self.mb = peak if self.mb is None else max(self.mb, peak)
+        self.windows.append((self._started, time.time()))
 
 
 def leading(batch: Any, size: int, n: int) -> tuple[Any, int]:

@@ -147,8 +147,10 @@ class Trainer:
         self._flushed = time.perf_counter()  # when the losses were last read (the progress bar's last move)
         self._warm = False  # this process has run its warm-up steps (compilation, allocator, cudnn search)
         self.stopwatch = Stopwatch()  # train_steps, validation, epoch_records: where fit's time goes
-        self.training_peak: MemoryPeak | None = None  # memory from the first step to the last (fit)
-        self.training_window: tuple[float, float] | None = None  # Unix times fit started and ended
+        # memory of the training steps (every epoch's), and of evaluation (validation; the job adds test and
+        # the cost measurement); each also keeps the Unix times of its blocks
+        self.training_peak = MemoryPeak(self.device)
+        self.evaluation_peak = MemoryPeak(self.device)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -278,28 +280,22 @@ class Trainer:
         """Train from ``self.state`` to the last epoch, evaluating on val after every epoch."""
         cfg, task, watch = self.cfg, self.task, self.stopwatch
         steps_per_epoch = task.steps_per_epoch()
-        self.training_peak = MemoryPeak(self.device)
-        started = time.time()
-        try:
-            with self.training_peak, stop_signals(polling=True) as stop, \
-                    TrainingProgress(cfg.epochs * steps_per_epoch, cfg.epochs) as bar:
-                for epoch in range(self.state.epoch, cfg.epochs):
-                    with watch("train_steps"):
-                        train_metrics = self._train_epoch(epoch, stop, bar)
-                    distributed.broadcast_buffers(self.task.model)
-                    bar.doing("validating")
-                    with watch("validation"):
-                        val = self.evaluate("val")
-                    bar.doing("")
-                    self.state.epoch, self.state.batch = epoch + 1, 0
-                    with watch("epoch_records"):  # metrics file, W&B, best.pt and last.pt
-                        self._record(epoch, train_metrics, val)
-                        self.save_last()
-                    signum = self._stop_requested(stop, at_sync=True)  # arrived during validation
-                    if signum is not None:
-                        raise Interrupted(signum, saved=True)
-        finally:
-            self.training_window = (started, time.time())
+        with stop_signals(polling=True) as stop, TrainingProgress(cfg.epochs * steps_per_epoch, cfg.epochs) as bar:
+            for epoch in range(self.state.epoch, cfg.epochs):
+                with watch("train_steps"), self.training_peak:
+                    train_metrics = self._train_epoch(epoch, stop, bar)
+                distributed.broadcast_buffers(self.task.model)
+                bar.doing("validating")
+                with watch("validation"), self.evaluation_peak:
+                    val = self.evaluate("val")
+                bar.doing("")
+                self.state.epoch, self.state.batch = epoch + 1, 0
+                with watch("epoch_records"):  # metrics file, W&B, best.pt and last.pt
+                    self._record(epoch, train_metrics, val)
+                    self.save_last()
+                signum = self._stop_requested(stop, at_sync=True)  # arrived during validation
+                if signum is not None:
+                    raise Interrupted(signum, saved=True)
 
     def _train_epoch(self, epoch: int, stop: StopSignals, bar: TrainingProgress) -> dict[str, float]:
         model, task = self.task.model, self.task
@@ -493,8 +489,8 @@ class Trainer:
                 "eval_samples_per_s": passes * n / seconds, "inference_batch": n}
 
     def training_cost(self) -> dict[str, float | None]:
-        """Samples/s of the whole run (all ranks), peak memory of this process from the first training step
-        to the last (one GPU; None if training never started), and how many ranks."""
-        peak = self.training_peak.mb if self.training_peak is not None else None
+        """Samples/s of the whole run (all ranks), peak memory of this process during its training steps and
+        during evaluation (one GPU; None before any), and how many ranks."""
         return {"train_samples_per_s": self.train_samples / self.train_time if self.train_time > 0 else None,
-                "peak_memory_mb": peak, "world_size": self.world.size}
+                "peak_memory_mb": self.training_peak.mb, "eval_peak_memory_mb": self.evaluation_peak.mb,
+                "world_size": self.world.size}
