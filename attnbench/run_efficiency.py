@@ -103,6 +103,7 @@ def run_one(spec: RunSpec, folder: Path, extra: list[str]) -> dict[str, Any]:
         sampler.done.set()
         sampler.join()
     shown = " ".join(["attnbench train", *(["-m"] if spec.grid else []), *spec.overrides, *COMMON, *extra])
+    swept = [o.split("=", 1)[0] for o in spec.overrides if "," in o]  # what tells a grid's jobs apart
     row: dict[str, Any] = {"label": spec.label, "command": shown, "wall_s": ended - started, "exit_status": code}
     if code != 0:
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
@@ -125,6 +126,7 @@ def run_one(spec: RunSpec, folder: Path, extra: list[str]) -> dict[str, Any]:
         target = TARGET_FIXED_S + TARGET_SHARE * training
         resident = sampler.peak_within(s["timeline"]["train_steps"])
         jobs.append({"overrides": s["overrides"], "span_s": span,
+                     "job": ",".join(o for o in s["overrides"] if o.split("=", 1)[0] in swept),
                      "phases_s": {**phases, "exit": span - sum(phases.values())},
                      "train_steps_s": training, "outside_s": outside, "target_s": target,
                      "meets_target": outside <= target, "efficiency": training / span if span > 0 else None,
@@ -169,7 +171,7 @@ def print_section(rows: list[dict[str, Any]], console: Any) -> None:
             continue
         grid = len(row["jobs"]) > 1
         for i, job in enumerate(row["jobs"]):
-            label = f"  job {i + 1}: {','.join(job['overrides'])}" if grid else row["label"]
+            label = f"  job {i + 1}: {job['job']}" if grid else row["label"]
             table.add_row(label, f"{job['span_s']:.1f}", *(f"{job['phases_s'].get(p, 0.0):.1f}" for p in PHASE_COLUMNS),
                           f"{job['efficiency']:.2f}", f"{job['outside_s']:.1f}", f"{job['target_s']:.1f}",
                           "[green]ok[/green]" if job["meets_target"] else "[red]over[/red]")
@@ -180,7 +182,7 @@ def print_section(rows: list[dict[str, Any]], console: Any) -> None:
     for row in rows:
         for job in row.get("jobs", []):
             if job["memory_ratio"] is not None:
-                console.print(f"{row['label']}{' ' + ','.join(job['overrides']) if len(row['jobs']) > 1 else ''}: "
+                console.print(f"{row['label']}{', job ' + job['job'] if len(row['jobs']) > 1 else ''}: "
                               f"peak_memory_mb {job['peak_memory_mb']:,.0f} (training steps), resident peak sampled "
                               f"from outside during the training steps {job['resident_peak_training_mb']:,.0f} MiB "
                               f"(ratio {job['memory_ratio']:.3f}); eval_peak_memory_mb "
