@@ -104,3 +104,22 @@ def test_summary_splits_the_run_into_phases(tmp_path: Path) -> None:
     assert s["timeline"]["process_started"] < s["timeline"]["job_started"] < start < end
     assert end - start == pytest.approx(s["phases_s"]["train_steps"], abs=0.05)
     assert s["peak_memory_mb"] > 0 and s["eval_peak_memory_mb"] > 0 and s["inference_batch"] > 0
+
+
+def test_bench_runs_splits_real_train_processes_into_phases(tmp_path: Path) -> None:
+    result = attnbench("bench", "--runs", "--quick", "--json", "report.json", cwd=tmp_path, check=True)
+    assert "4 · run efficiency" in result.stdout and "training step" not in result.stdout  # section 4 alone
+    report = json.loads((tmp_path / "report.json").read_text())
+    single, grid = report["runs"]
+    assert len(single["jobs"]) == 1 and len(grid["jobs"]) == 2
+    assert [job["job"] for job in grid["jobs"]] == ["model=none", "model=se"]
+    for row in (single, grid):
+        assert row["exit_status"] == 0 and 0 < row["efficiency"] < 1
+        # the jobs' spans are the process's wall time, cut where each job starts
+        assert sum(job["span_s"] for job in row["jobs"]) == pytest.approx(row["wall_s"], abs=0.01)
+        for job in row["jobs"]:
+            assert sum(job["phases_s"].values()) == pytest.approx(job["span_s"], abs=0.01)
+            assert job["phases_s"]["exit"] > -0.05 and job["outside_s"] == pytest.approx(
+                job["span_s"] - job["train_steps_s"])
+            # the run's own training peak against the resident set sampled from outside while it trained
+            assert job["memory_ratio"] == pytest.approx(1.0, abs=0.15)
