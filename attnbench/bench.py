@@ -576,9 +576,9 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"bench: {message} (`attnbench bench --help` lists the options)")
 
 
-def parse(args: list[str]) -> tuple[Settings, str | None, int | None, str]:
-    """The settings, the JSON path, torch's threads, and which sections run: ``all``, ``no-runs`` or
-    ``runs`` (section 4 alone)."""
+def parse(args: list[str]) -> tuple[Settings, str | None, int | None, str, bool]:
+    """The settings, the JSON path, torch's threads, which sections run (``all``, ``no-runs`` or ``runs``:
+    section 4 alone) and whether they are the quick ones."""
     parser = _Parser(
         prog="attnbench bench", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Training-step cost per variant, trainer overhead against a bare PyTorch loop, module "
@@ -634,7 +634,7 @@ def parse(args: list[str]) -> tuple[Settings, str | None, int | None, str]:
                             lengths=lengths, width=options.width, heads=options.heads,
                             overhead_variants=overhead_variants, device=options.device)
     sections = "runs" if options.runs else "no-runs" if options.no_runs or options.quick else "all"
-    return settings, options.json, options.threads, sections
+    return settings, options.json, options.threads, sections, options.quick
 
 
 def progress(message: str) -> None:
@@ -686,7 +686,7 @@ def main(args: list[str]) -> int:
     from . import run_efficiency
     from .track.console import console, info
 
-    settings, json_path, threads, sections = parse(args)
+    settings, json_path, threads, sections, quick = parse(args)
     if threads:
         torch.set_num_threads(threads)
     if sections == "runs":
@@ -697,7 +697,7 @@ def main(args: list[str]) -> int:
         print_report(report)
     if sections != "no-runs":
         started = time.perf_counter()
-        report["runs"] = run_efficiency.run_section(quick="--quick" in args, progress=progress)
+        report["runs"] = run_efficiency.run_section(quick=quick, progress=progress)
         report["machine"]["load_average_after_runs"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         report["wall_time_s"] = report.get("wall_time_s", 0.0) + time.perf_counter() - started
         run_efficiency.print_section(report["runs"], console)

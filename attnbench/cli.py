@@ -733,8 +733,8 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """The ``attnbench`` command and ``python -m attnbench``: ``main``, then the exit handlers (logging's
     flush, W&B's), the output flushed, and an exit that skips the interpreter's teardown of torch's thousands
-    of modules — seconds after a run has written everything, as long as a whole short run's start-up
-    (``attnbench bench --runs`` measures it). An exception leaves the ordinary way, with its traceback."""
+    of modules: 1-3 s after a run has written everything (``exit`` in ``attnbench bench --runs``). An
+    exception leaves the ordinary way, with its traceback."""
     import atexit
 
     code = main()
