@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,8 @@ def run_one(spec: RunSpec, folder: Path, extra: list[str]) -> dict[str, Any]:
         sampler.done.set()
         sampler.join()
     shown = " ".join(["attnbench train", *(["-m"] if spec.grid else []), *spec.overrides, *COMMON, *extra])
-    swept = [o.split("=", 1)[0] for o in spec.overrides if "," in o]  # what tells a grid's jobs apart
+    # what tells a grid's jobs apart: the overrides with a comma outside brackets (a list value is one value)
+    swept = [o.split("=", 1)[0] for o in spec.overrides if "," in re.sub(r"\[[^]]*\]", "", o)]
     row: dict[str, Any] = {"label": spec.label, "command": shown, "wall_s": ended - started, "exit_status": code}
     if code != 0:
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]

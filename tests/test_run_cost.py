@@ -108,7 +108,7 @@ def test_summary_splits_the_run_into_phases(tmp_path: Path) -> None:
 
 def test_bench_runs_splits_real_train_processes_into_phases(tmp_path: Path) -> None:
     result = attnbench("bench", "--runs", "--quick", "--json", "report.json", cwd=tmp_path, check=True)
-    assert "4 · run efficiency" in result.stdout and "training step" not in result.stdout  # section 4 alone
+    assert "4 · run efficiency" in result.stdout and "1 · trainer overhead" not in result.stdout  # section 4 alone
     report = json.loads((tmp_path / "report.json").read_text())
     single, grid = report["runs"]
     assert len(single["jobs"]) == 1 and len(grid["jobs"]) == 2
