@@ -21,7 +21,7 @@ train: $(INSTALLED)  ## the embedded default: digits + CBAM, offline
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-bench: $(INSTALLED)  ## step cost, trainer overhead, module parity, attention scaling (README: Performance)
+bench: $(INSTALLED)  ## step cost, trainer overhead, module parity, attention scaling, run efficiency (README: Performance)
 	$(BIN)/attnbench bench
 
 lint: $(INSTALLED)

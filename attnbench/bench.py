@@ -49,6 +49,20 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .attention.mixer import (
+    MAX_BAND,
+    MultiHeadAttention,
+    RelativePositionAttention,
+    attention_with_lse,
+    band_index,
+    band_keys,
+    flex_kernel,
+    key_mask,
+    merge_heads,
+    offset_block_mask,
+    padding_score_mod,
+)
+from .attention.scores import normalize
 from .errors import UserError
 
 DEFAULT_OVERRIDES = ["backbone=resnet20", "trainer.batch_size=32"]
@@ -405,7 +419,6 @@ def module_parity(settings: Settings, device: torch.device) -> list[dict[str, An
 def naive_relpos(module: nn.Module, x: Tensor) -> Tensor:
     """Shaw et al.'s formula with the (N, N, d) tensors aᴷ_ij and aⱽ_ij formed explicitly: the reference that
     ``RelativePositionAttention`` must not become."""
-    from .attention.mixer import merge_heads
 
     q, k, v = module.project(x)
     n = x.shape[1]
@@ -417,10 +430,93 @@ def naive_relpos(module: nn.Module, x: Tensor) -> Tensor:
     return module.out_proj(merge_heads(out))
 
 
+class LocalSelfAttention(MultiHeadAttention):
+    """Local attention as a token mixer: each position attends within [i − D, i + D], with a Gaussian falloff.
+
+    The windowed row of the attention-scaling section (and the GPU check's flex-against-dense check): a mixer
+    whose cost grows with N·D rather than N². It is no catalogue variant; the survey's local attention is
+    ``model=local``, in the captioning decoder's ``align`` slot.
+
+    Luong et al., "Effective Approaches to Attention-based Neural Machine Translation", EMNLP 2015, section 3.2,
+    in its monotonic form (local-m, aligned position p_i = i) applied to self-attention: α_ij = align(q_i, k_j)
+    · exp(−(j − i)²/2σ²) for |j − i| ≤ D, σ = D/2, where align is the softmax (or ``norm``) of the scaled
+    scores inside the window — as in the paper the falloff is applied after normalising, so a row's weights sum
+    to less than one. h heads over learned Q/K/V projections and an output projection, as ``mha``.
+
+    Paths (``path``): ``band`` scores only the 2D+1 keys of each window, from an (N, 2D+1, d) gather — O(N·D)
+    memory, exact, on any device (windows up to ``MAX_BAND`` wide); ``flex`` on CUDA (softmax, no dropout): a
+    window block mask, the log-falloff as a score modification, and a second pass for the window's plain
+    normaliser; ``dense`` forms the N×N weights (evaluation and captured weights, which are (B, h, N, N)).
+    """
+
+    paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (local-m, as self-attention)"
+    one_head = None
+
+    def __init__(self, dim: int, heads: int = 4, half_window: int = 2, sigma: float | None = None,
+                 norm: str = "softmax", temperature: float = 1.0, dropout: float = 0.0, bias: bool = True) -> None:
+        if half_window < 1:
+            raise ValueError(f"half_window (D) must be at least 1, got {half_window}")
+        if sigma is not None and sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        super().__init__(dim, heads, "scaled", norm, temperature, dropout, bias)
+        self.half_window = half_window
+        self.sigma = sigma if sigma is not None else half_window / 2
+
+    def path(self, n: int, device: torch.device) -> str:
+        if self.recording:
+            return "dense"
+        if (self.norm == "softmax" and not (self.training and self.dropout)
+                and flex_kernel(device) is not None):
+            return "flex"
+        return "band" if 2 * self.half_window + 1 <= MAX_BAND else "dense"
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        path = self.path(q.shape[-2], q.device)
+        if path == "flex":
+            return self.attend_flex(q, k, v, mask, flex_kernel(q.device))
+        return self.attend_band(q, k, v, mask) if path == "band" else self.attend_dense(q, k, v, mask)
+
+    def falloff(self, offset: Tensor) -> Tensor:
+        """exp(−(j − i)²/2σ²) for offsets j − i."""
+        return torch.exp(-offset.float().square() / (2 * self.sigma ** 2))
+
+    def attend_dense(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        position = torch.arange(q.shape[-2], device=q.device)
+        offset = position[None, :] - position[:, None]  # j − i, (N, N)
+        inside = offset.abs() <= self.half_window
+        if mask is not None:
+            inside = inside & key_mask(mask)
+        weights = normalize((q * self.scale) @ k.transpose(-2, -1), inside, self.norm)
+        weights = weights * self.falloff(offset).to(weights.dtype)
+        self.record_rows(weights, mask)
+        return self.drop(weights) @ v
+
+    def attend_band(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        index, inside = band_index(q.shape[-2], self.half_window, q.device)
+        scores = ((q * self.scale).unsqueeze(-2) @ k[:, :, index].transpose(-2, -1)).squeeze(-2)  # (B,h,N,2D+1)
+        weights = normalize(scores, band_keys(mask, index, inside), self.norm)
+        offsets = torch.arange(-self.half_window, self.half_window + 1, device=q.device)
+        weights = weights * self.falloff(offsets).to(weights.dtype)
+        return (self.drop(weights).unsqueeze(-2) @ v[:, :, index]).squeeze(-2)
+
+    def attend_flex(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, kernel: Callable) -> Tensor:
+        """Σ_j softmax_window(s)_ij g_ij v_j = (the window attention of s + log g) · exp(lse(s + log g) − lse(s))."""
+        n, inverse = q.shape[-2], 1 / (2 * self.sigma ** 2)
+
+        def log_falloff(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, kv: Tensor) -> Tensor:
+            return score - (kv - qi).float().square() * inverse
+
+        window = offset_block_mask("within", n, self.half_window, q.device)
+        out, lse_falloff = attention_with_lse(kernel, q, k, v, padding_score_mod(mask, log_falloff), window,
+                                              self.scale)
+        _, lse = attention_with_lse(kernel, q, k, v, padding_score_mod(mask), window, self.scale)
+        # a query whose window holds no real key gets no weight at all (as ``normalize`` gives it)
+        shift = torch.where(torch.isfinite(lse), lse_falloff - lse, -float("inf"))
+        return (out.float() * shift.exp()[..., None]).to(q.dtype)
+
+
 def scaling_module(name: str, settings: Settings) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:
     """The module of one scaling row and the function its step runs."""
-    from .attention.mixer import LocalSelfAttention, MultiHeadAttention, RelativePositionAttention
-
     d, h, k = settings.width, settings.heads, settings.half_window
     if name == "mha":
         module = MultiHeadAttention(d, h)
@@ -566,7 +662,9 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"bench: {message} (`attnbench bench --help` lists the options)")
 
 
-def parse(args: list[str]) -> tuple[Settings, str | None, int | None]:
+def parse(args: list[str]) -> tuple[Settings, str | None, int | None, str, bool]:
+    """The settings, the JSON path, torch's threads, which sections run (``all``, ``no-runs`` or ``runs``:
+    section 4 alone) and whether they are the quick ones."""
     parser = _Parser(
         prog="attnbench bench", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Training-step cost per variant, trainer overhead against a bare PyTorch loop, module "
@@ -589,7 +687,11 @@ def parse(args: list[str]) -> tuple[Settings, str | None, int | None]:
     parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     parser.add_argument("--json", help="where to write the JSON report (default outputs/bench/<time>.json)")
-    parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test in seconds")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test in seconds (without "
+                                                             "section 4 unless --runs)")
+    parser.add_argument("--runs", action="store_true", help="only section 4, run efficiency: real `attnbench "
+                                                            "train` processes split into phases (minutes)")
+    parser.add_argument("--no-runs", action="store_true", help="sections 1-3 only")
     options, rest = parser.parse_known_args(args)
     unknown = [a for a in rest if a.startswith("-") or "=" not in a]
     if unknown:
@@ -620,7 +722,8 @@ def parse(args: list[str]) -> tuple[Settings, str | None, int | None]:
                             parity_rounds=2 * options.rounds,
                             lengths=lengths, width=options.width, heads=options.heads,
                             overhead_variants=overhead_variants, device=options.device)
-    return settings, options.json, options.threads
+    sections = "runs" if options.runs else "no-runs" if options.no_runs or options.quick else "all"
+    return settings, options.json, options.threads, sections, options.quick
 
 
 def progress(message: str) -> None:
@@ -669,13 +772,24 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def main(args: list[str]) -> int:
-    from .track.console import info
+    from . import run_efficiency
+    from .track.console import console, info
 
-    settings, json_path, threads = parse(args)
+    settings, json_path, threads, sections, quick = parse(args)
     if threads:
         torch.set_num_threads(threads)
-    report = run(settings)
-    print_report(report)
+    if sections == "runs":
+        report = {"command": "attnbench bench --runs", "time": datetime.now().isoformat(timespec="seconds"),
+                  "machine": machine()}
+    else:
+        report = run(settings)
+        print_report(report)
+    if sections != "no-runs":
+        started = time.perf_counter()
+        report["runs"] = run_efficiency.run_section(quick=quick, progress=progress)
+        report["machine"]["load_average_after_runs"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+        report["wall_time_s"] = report.get("wall_time_s", 0.0) + time.perf_counter() - started
+        run_efficiency.print_section(report["runs"], console)
     path = Path(json_path) if json_path else Path("outputs/bench") / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=str))

@@ -774,3 +774,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("stopped by SIGINT", file=sys.stderr)
         return 130
+
+
+def entry() -> None:
+    """The ``attnbench`` command and ``python -m attnbench``: ``main``, then what the interpreter's own exit
+    does first — join the threads and run their exit hooks (joblib's workers), then the exit handlers
+    (logging's flush, W&B's) — the output flushed, and an exit that skips the rest: the teardown of torch's
+    thousands of modules, 1-3 s after a run has written everything (``exit`` in ``attnbench bench --runs``).
+    An exception leaves the ordinary way, with its traceback."""
+    import atexit
+    import threading
+
+    code = main()
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -33,6 +33,7 @@ from .tasks import build_task
 from .tasks.build import variant_classes
 from .track import Logger, RunDirectory, create_logger, explicit_keys, json_ready
 from .track.console import console, info, phase, summary_table, warn
+from .track.phases import Stopwatch, process_started_at
 from .track.run import Claim, claimed, write_hydra_files
 
 
@@ -66,6 +67,11 @@ def group_name(choices: dict[str, str], overrides: list[str]) -> str:
 WANDB_SUMMARY_KEYS = ("params", "attention_params", "head_params", "flops_per_sample", "train_samples_per_s",
                       "eval_samples_per_s", "peak_memory_mb", "wall_time_s", "best_epoch", "epochs", "step",
                       "world_size", "device")
+# summary.json's phases_s, in the order they happen (see track/phases.py)
+PHASES = ("startup", "data", "model", "probe", "setup", "train_steps", "validation", "epoch_records", "test",
+          "figures", "cost")
+# when the last job of this process ended: a sweep's next job's start-up runs from there (Unix time)
+_previous_job_end: float | None = None
 # the overrides that name neither a setting nor its folder (as hydra.job.config.override_dirname excludes them)
 UNNAMED = ("resume=", "logger.mode=", "trainer.device=", "trainer.devices=")
 
@@ -171,6 +177,8 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
             in_sweep: bool = False, resume: bool = False, hydra_config: DictConfig | None = None) -> dict[str, Any]:
     """``hydra_config``: the job's Hydra node, written to ``.hydra/`` with the config and overrides once the job
     is known to run in ``run_dir`` (a sweep job found completed is skipped without writing anything)."""
+    global _previous_job_end
+    job_started = time.time()
     run = RunDirectory(run_dir)
     world = distributed.current()
     checkpoint = None
@@ -189,16 +197,31 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         resume = found == "resume"
     try:
         return _run(cfg, run, choices, overrides, in_sweep=in_sweep, resume=resume, checkpoint=checkpoint,
-                    hydra_config=hydra_config)
+                    hydra_config=hydra_config, job_started=job_started)
     finally:
         claim = claimed(run.path) if in_sweep else None
         if claim is not None:
             claim.release()
+        _previous_job_end = time.time()
+
+
+def _timing(watch: Stopwatch, trainer: Trainer | None, job_started: float) -> dict[str, Any]:
+    """summary.json's ``phases_s`` (in the order of PHASES) and ``timeline`` (Unix times)."""
+    seconds = {**watch.seconds, **(trainer.stopwatch.seconds if trainer else {})}
+    return {"phases_s": {name: seconds[name] for name in PHASES if name in seconds},
+            "timeline": {"process_started": process_started_at(), "job_started": job_started,
+                         "train_steps": [list(w) for w in trainer.training_peak.windows] if trainer else []}}
 
 
 def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides: list[str], *, in_sweep: bool,
-         resume: bool, checkpoint: dict[str, Any] | None, hydra_config: DictConfig | None) -> dict[str, Any]:
+         resume: bool, checkpoint: dict[str, Any] | None, hydra_config: DictConfig | None,
+         job_started: float) -> dict[str, Any]:
     world = distributed.current()
+    watch = Stopwatch()
+    # start-up: from the process's start (imports, Hydra) or, in a sweep, the previous job's end
+    since = _previous_job_end or process_started_at()
+    if since is not None:
+        watch.add("startup", max(job_started - since, 0.0))
     run_dir = run.path
     if hydra_config is not None and world.main:
         write_hydra_files(run.path, cfg, hydra_config, overrides)
@@ -219,9 +242,16 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                 loaded_before = last_load()
                 with phase(f"preparing data={choices['data']}, backbone={choices['backbone']}, "
                            f"model={choices['model']}"):
+                    built = time.perf_counter()
                     task = build_task(cfg, choices)
-                if last_load() is not loaded_before:  # "data ready in 0.4 s (cached 60,000 images)"
-                    info(last_load().line())
+                    loaded = last_load()
+                    if loaded is not loaded_before:  # "data ready in 0.4 s (cached 60,000 images)"
+                        watch.add("data", loaded.seconds)
+                        info(loaded.line())
+                    # the model's share: what the data loader and the probe pass did not take
+                    watch.add("model", time.perf_counter() - built - watch.seconds.get("data", 0.0) - task.probe_s)
+                    watch.add("probe", task.probe_s)
+                setup_started = time.perf_counter()
                 summary["attention"] = task.attention
                 announce_attention(task.attention)
                 if resume and checkpoint is None:
@@ -236,16 +266,20 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                     task.save_artifacts(run.path)
                 if checkpoint is not None:
                     info(f"resuming {run_dir} at epoch {trainer.state.epoch}, step {trainer.state.step}")
+                watch.add("setup", time.perf_counter() - setup_started)  # W&B, placing the model, artifacts
                 training = True
                 trainer.fit()
-                with phase("testing the best checkpoint"):
-                    trainer.test()
-                if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
-                    with phase("drawing attention figures"):
-                        figures = task.figures(task.model, run.figures)
-                    with phase("measuring inference cost (FLOPs, samples/s)"):
-                        summary.update(**trainer.inference_cost(), figures=sorted(str(p) for p in figures.values()))
-                    logger.log_images(figures, step=trainer.state.step)
+                # test, figures and cost count to evaluation's memory: peak_memory_mb is the training steps'
+                with trainer.evaluation_peak:
+                    with phase("testing the best checkpoint"), watch("test"):
+                        trainer.test()
+                    if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
+                        with phase("drawing attention figures"), watch("figures"):
+                            figures = task.figures(task.model, run.figures)
+                            logger.log_images(figures, step=trainer.state.step)
+                        with phase("measuring inference cost (FLOPs, samples/s)"), watch("cost"):
+                            summary.update(**trainer.inference_cost(),
+                                           figures=sorted(str(p) for p in figures.values()))
                 notes = task.notes()  # why a metric is null in this run (task base: none)
                 if not all(issubclass(cls, Attention) for cls in variant_classes(cfg.model)):
                     notes["attention"] = (f"model={choices['model']} is a plain nn.Module, not an attnbench "
@@ -261,6 +295,7 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
             # ``interruptible`` the guard only notes it)
             guard.open = 0
             _record_end(summary, error, trainer, task, started, previous)
+            summary.update(_timing(watch, trainer, job_started))
             if world.main and _writes_summary(error, training, resume, in_sweep):
                 try:
                     run.write_summary(summary)

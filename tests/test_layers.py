@@ -17,10 +17,10 @@ LAYERS = [
     ["plugins"],
     ["config"],
     ["engine", "tasks"],
-    ["job", "compare", "launch", "check_variant"],
+    ["job", "compare", "launch", "check_variant", "run_efficiency"],
     ["bench", "callbacks"],
     ["cli"],
-    ["__main__"],
+    ["__main__", "gpu_check"],
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

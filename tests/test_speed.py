@@ -16,8 +16,9 @@ from PIL import Image
 
 from attnbench.attention import VARIANTS, aux_losses, diagnostics
 from attnbench.attention import mixer as mixers
-from attnbench.attention.mixer import LocalSelfAttention, RelativePositionAttention
+from attnbench.attention.mixer import RelativePositionAttention
 from attnbench.backbones.speednet import PatchWhitening, SpeedNet
+from attnbench.bench import LocalSelfAttention
 from attnbench.data.batches import Augment, TensorBatches
 from attnbench.engine import forward_flops
 from attnbench.engine.optim import build_optimizer, lr_factor

@@ -16,8 +16,11 @@ runs the fused ``F.scaled_dot_product_attention`` and never keeps an N×N matrix
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +29,8 @@ from torch import Tensor, nn
 from .base import Attention
 from .scores import check_norm, normalize
 
-try:
-    from torch.nn.attention.flex_attention import AuxRequest, BlockMask, create_block_mask, flex_attention
-except ImportError:  # a torch without flex_attention: every mixer runs its dense path
-    flex_attention = None
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 # scores that are a dot product of (transformed) queries and keys, so fused attention kernels can compute them;
 # ``general`` (qᵀWk) adds nothing to learned query and key projections (W folds into them), and ``additive``
@@ -83,13 +84,33 @@ _compiled_flex: Callable | None = None
 _block_masks: dict[tuple, BlockMask] = {}
 
 
+@functools.cache
+def flex_module() -> ModuleType | None:
+    """torch's flex_attention module, imported on first use: it pulls in sympy and torch.fx's symbolic shapes,
+    a second of start-up that a run never taking a flex path (every CPU run) does without; None in a torch
+    without it (every mixer then runs its dense path)."""
+    try:
+        import torch.nn.attention.flex_attention as flex
+    except ImportError:
+        return None
+    return flex
+
+
+def __getattr__(name: str) -> Any:
+    """``mixer.flex_attention``: torch's function (uncompiled), None in a torch without it."""
+    if name == "flex_attention":
+        flex = flex_module()
+        return flex.flex_attention if flex is not None else None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def flex_kernel(device: torch.device) -> Callable | None:
     """``flex_attention`` compiled into a fused kernel where it trains (CUDA); None elsewhere."""
     global _compiled_flex
-    if flex_attention is None or device.type != "cuda":
+    if device.type != "cuda" or flex_module() is None:
         return None
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        _compiled_flex = torch.compile(flex_module().flex_attention, dynamic=False)
     return _compiled_flex
 
 
@@ -108,7 +129,7 @@ def offset_block_mask(kind: str, n: int, reach: int, device: torch.device) -> Bl
             return (kv - q).abs() <= reach
 
         mask_mod = {"before": before, "after": after, "within": within}[kind]
-        _block_masks[key] = create_block_mask(mask_mod, None, None, n, n, device=device)
+        _block_masks[key] = flex_module().create_block_mask(mask_mod, None, None, n, n, device=device)
     return _block_masks[key]
 
 
@@ -130,7 +151,7 @@ def attention_with_lse(kernel: Callable, q: Tensor, k: Tensor, v: Tensor, score_
     """flex attention over the keys of ``block_mask``: each query's weighted sum of values (B, h, N, d) and the
     log of its softmax normaliser (B, h, N), −∞ (and a zero output) where a query has no key there."""
     out, aux = kernel(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,
-                      return_aux=AuxRequest(lse=True))
+                      return_aux=flex_module().AuxRequest(lse=True))
     return out, aux.lse
 
 
@@ -345,87 +366,6 @@ class RelativePositionAttention(MultiHeadAttention):
         per_distance = weights.new_zeros(*weights.shape[:-1], self.rel_value.shape[0])
         per_distance.scatter_add_(-1, buckets, weights)  # Σ α_ij over the keys j at each clipped distance
         return weights @ v + per_distance @ self.rel_value.to(weights.dtype)
-
-
-class LocalSelfAttention(MultiHeadAttention):
-    """Local attention as a token mixer: each position attends within [i − D, i + D], with a Gaussian falloff.
-
-    Luong et al., "Effective Approaches to Attention-based Neural Machine Translation", EMNLP 2015, section 3.2,
-    in its monotonic form (local-m, aligned position p_i = i) applied to self-attention: α_ij = align(q_i, k_j)
-    · exp(−(j − i)²/2σ²) for |j − i| ≤ D, σ = D/2, where align is the softmax (or ``norm``) of the scaled
-    scores inside the window — as in the paper the falloff is applied after normalising, so a row's weights sum
-    to less than one. h heads over learned Q/K/V projections and an output projection, as ``mha``.
-
-    Paths (``path``): ``band`` scores only the 2D+1 keys of each window, from an (N, 2D+1, d) gather — O(N·D)
-    memory, exact, on any device (windows up to ``MAX_BAND`` wide); ``flex`` on CUDA (softmax, no dropout): a
-    window block mask, the log-falloff as a score modification, and a second pass for the window's plain
-    normaliser; ``dense`` forms the N×N weights (evaluation and captured weights, which are (B, h, N, N)).
-    """
-
-    paper = "Luong et al. 2015, Effective Approaches to Attention-based NMT (local-m, as self-attention)"
-    one_head = None
-
-    def __init__(self, dim: int, heads: int = 4, half_window: int = 2, sigma: float | None = None,
-                 norm: str = "softmax", temperature: float = 1.0, dropout: float = 0.0, bias: bool = True) -> None:
-        if half_window < 1:
-            raise ValueError(f"half_window (D) must be at least 1, got {half_window}")
-        if sigma is not None and sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
-        super().__init__(dim, heads, "scaled", norm, temperature, dropout, bias)
-        self.half_window = half_window
-        self.sigma = sigma if sigma is not None else half_window / 2
-
-    def path(self, n: int, device: torch.device) -> str:
-        if self.recording:
-            return "dense"
-        if (self.norm == "softmax" and not (self.training and self.dropout)
-                and flex_kernel(device) is not None):
-            return "flex"
-        return "band" if 2 * self.half_window + 1 <= MAX_BAND else "dense"
-
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        path = self.path(q.shape[-2], q.device)
-        if path == "flex":
-            return self.attend_flex(q, k, v, mask, flex_kernel(q.device))
-        return self.attend_band(q, k, v, mask) if path == "band" else self.attend_dense(q, k, v, mask)
-
-    def falloff(self, offset: Tensor) -> Tensor:
-        """exp(−(j − i)²/2σ²) for offsets j − i."""
-        return torch.exp(-offset.float().square() / (2 * self.sigma ** 2))
-
-    def attend_dense(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        position = torch.arange(q.shape[-2], device=q.device)
-        offset = position[None, :] - position[:, None]  # j − i, (N, N)
-        inside = offset.abs() <= self.half_window
-        if mask is not None:
-            inside = inside & key_mask(mask)
-        weights = normalize((q * self.scale) @ k.transpose(-2, -1), inside, self.norm)
-        weights = weights * self.falloff(offset).to(weights.dtype)
-        self.record_rows(weights, mask)
-        return self.drop(weights) @ v
-
-    def attend_band(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        index, inside = band_index(q.shape[-2], self.half_window, q.device)
-        scores = ((q * self.scale).unsqueeze(-2) @ k[:, :, index].transpose(-2, -1)).squeeze(-2)  # (B,h,N,2D+1)
-        weights = normalize(scores, band_keys(mask, index, inside), self.norm)
-        offsets = torch.arange(-self.half_window, self.half_window + 1, device=q.device)
-        weights = weights * self.falloff(offsets).to(weights.dtype)
-        return (self.drop(weights).unsqueeze(-2) @ v[:, :, index]).squeeze(-2)
-
-    def attend_flex(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, kernel: Callable) -> Tensor:
-        """Σ_j softmax_window(s)_ij g_ij v_j = (the window attention of s + log g) · exp(lse(s + log g) − lse(s))."""
-        n, inverse = q.shape[-2], 1 / (2 * self.sigma ** 2)
-
-        def log_falloff(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, kv: Tensor) -> Tensor:
-            return score - (kv - qi).float().square() * inverse
-
-        window = offset_block_mask("within", n, self.half_window, q.device)
-        out, lse_falloff = attention_with_lse(kernel, q, k, v, padding_score_mod(mask, log_falloff), window,
-                                              self.scale)
-        _, lse = attention_with_lse(kernel, q, k, v, padding_score_mod(mask), window, self.scale)
-        # a query whose window holds no real key gets no weight at all (as ``normalize`` gives it)
-        shift = torch.where(torch.isfinite(lse), lse_falloff - lse, -float("inf"))
-        return (out.float() * shift.exp()[..., None]).to(q.dtype)
 
 
 class HardConcreteGate(nn.Module):

@@ -13,7 +13,6 @@ writes metrics, checkpoints and W&B.
 from __future__ import annotations
 
 import contextlib
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,11 +30,16 @@ from ..seeds import mixed_seed
 from ..signals import Interrupted, StopSignals, stop_signals
 from ..track import Logger, RunDirectory
 from ..track.console import TrainingProgress, info
+from ..track.phases import Stopwatch
 from . import distributed
+from .cost import MemoryPeak, leading
 from .optim import build_optimizer, build_schedule
 from .protocol import Task
 
 REFRESH_S = 1.0  # longest wait between progress-bar updates, whatever trainer.log_every is
+FLOP_SAMPLES = 8  # a sample's FLOPs do not depend on how many share its batch: a few samples count them
+# how long the FLOP count and the inference timing take together: 3% of the training time, within these bounds
+COST_SHARE, COST_MIN_S, COST_MAX_S = 0.03, 0.25, 2.0
 
 
 class NonFiniteLoss(UserError):
@@ -78,19 +82,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated on CUDA; the process's peak resident memory on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def forward_flops(fn: Callable[[], Any]) -> float | None:
     """FLOPs torch's counter finds in one call (matrix products, convolutions, attention); None when it cannot
     trace an operator, rather than a failed run.
 
     Counted with autograd on: the counter's module tracker cannot follow a parameter's view made under
-    ``no_grad`` (a learned query expanded over the batch) and would give no figure for those variants.
+    ``no_grad`` (a learned query expanded over the batch) and would give no figure for those variants. The
+    caller keeps the batch small (``FLOP_SAMPLES``), so the activations autograd keeps cost nothing.
     """
     try:
         with FlopCounterMode(display=False) as counter:
@@ -147,12 +145,21 @@ class Trainer:
         self.train_samples = 0
         self._flushed = time.perf_counter()  # when the losses were last read (the progress bar's last move)
         self._warm = False  # this process has run its warm-up steps (compilation, allocator, cudnn search)
+        self.stopwatch = Stopwatch()  # train_steps, validation, epoch_records: where fit's time goes
+        # memory of the training steps (every epoch's), and of evaluation (validation; the job adds test and
+        # the cost measurement); each also keeps the Unix times of its blocks
+        self.training_peak = MemoryPeak(self.device)
+        self.evaluation_peak = MemoryPeak(self.device)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
-        elif cfg.deterministic:
+        elif cfg.deterministic and cfg.compile:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        elif cfg.deterministic:
+            # what the public call does less its import of inductor's config (seconds of start-up), which it
+            # makes only to tell compiled code, and nothing here compiles
+            torch._C._set_deterministic_algorithms(True, warn_only=True)
 
     # ------------------------------------------------------------------ setup and checkpoints
 
@@ -271,20 +278,21 @@ class Trainer:
 
     def fit(self) -> None:
         """Train from ``self.state`` to the last epoch, evaluating on val after every epoch."""
-        cfg, task = self.cfg, self.task
+        cfg, task, watch = self.cfg, self.task, self.stopwatch
         steps_per_epoch = task.steps_per_epoch()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
         with stop_signals(polling=True) as stop, TrainingProgress(cfg.epochs * steps_per_epoch, cfg.epochs) as bar:
             for epoch in range(self.state.epoch, cfg.epochs):
-                train_metrics = self.train_epoch(epoch, stop, bar)
+                with watch("train_steps"), self.training_peak:
+                    train_metrics = self.train_epoch(epoch, stop, bar)
                 distributed.broadcast_buffers(self.task.model)
                 bar.doing("validating")
-                val = self.evaluate("val")
+                with watch("validation"), self.evaluation_peak:
+                    val = self.evaluate("val")
                 bar.doing("")
                 self.state.epoch, self.state.batch = epoch + 1, 0
-                self._record(epoch, train_metrics, val)
-                self.save_last()
+                with watch("epoch_records"):  # metrics file, W&B, best.pt and last.pt
+                    self._record(epoch, train_metrics, val)
+                    self.save_last()
                 signum = self._stop_requested(stop, at_sync=True)  # arrived during validation
                 if signum is not None:
                     raise Interrupted(signum, saved=True)
@@ -439,26 +447,51 @@ class Trainer:
         self.metrics.update(best["val"])
         return self.evaluate("test")
 
-    def inference_cost(self) -> dict[str, float | None]:
-        """FLOPs per sample (torch's counter) and inference samples/s on one evaluation batch, timed after
-        warm-up with the device synchronised."""
+    def _timed_passes(self, batch: Any, least: int, seconds: float) -> tuple[int, float]:
+        """At least ``least`` inference passes, more until ``seconds`` have gone; (passes, seconds taken)."""
+        synchronize(self.device)
+        started, passes = time.perf_counter(), 0
+        while passes < least or time.perf_counter() - started < seconds:
+            self.task.predict(self.eval_model, batch)
+            passes += 1
+            synchronize(self.device)
+        return passes, time.perf_counter() - started
+
+    def inference_cost(self, budget_s: float | None = None) -> dict[str, float | int | None]:
+        """FLOPs per sample and inference samples/s, in about ``budget_s`` (default: ``COST_SHARE`` of the
+        training time, between ``COST_MIN_S`` and ``COST_MAX_S``) unless three passes over a few samples
+        take longer.
+
+        FLOPs: torch's counter on the first ``FLOP_SAMPLES`` samples of an evaluation batch, divided by their
+        number (the whole batch's count per sample: ``tests/test_run_cost.py``). Samples/s: the largest
+        leading part of that batch one pass of which takes about a quarter of the budget left (a compiled
+        model: the whole batch, the shape validation compiled), after a warm-up pass, the device
+        synchronised; ``inference_batch`` says how many samples a pass held."""
+        if budget_s is None:
+            budget_s = min(COST_MAX_S, max(COST_MIN_S, COST_SHARE * self.stopwatch.seconds.get("train_steps", 0.0)))
+        started = time.perf_counter()
         batch, size = self.task.example_batch()
         model = self.task.model.eval()
-        flops = forward_flops(lambda: self.task.predict(model, batch))
-        flops = flops / max(size, 1) if flops is not None else None
+        few, n_few = leading(batch, size, FLOP_SAMPLES)
+        flops = forward_flops(lambda: self.task.predict(model, few))
         with torch.no_grad(), self.autocast():
-            for _ in range(3):
-                self.task.predict(self.eval_model, batch)
-            synchronize(self.device)
-            started, passes = time.perf_counter(), 0
-            while passes < 5 or time.perf_counter() - started < 0.5:
-                self.task.predict(self.eval_model, batch)
-                passes += 1
-            synchronize(self.device)
-        return {"flops_per_sample": flops,
-                "eval_samples_per_s": passes * size / (time.perf_counter() - started)}
+            if self.cfg.compile:
+                part, n = batch, size
+                self._timed_passes(part, 1, 0.0)  # warm-up
+            else:
+                _, seconds = self._timed_passes(few, 1, 0.0)  # warm-up, and what a sample costs
+                left = budget_s - (time.perf_counter() - started)
+                part, n = leading(batch, size, min(size, max(n_few, int(n_few * left / 4 / max(seconds, 1e-6)))))
+                if n != n_few:
+                    self._timed_passes(part, 1, 0.0)  # warm-up at this shape
+            left = budget_s - (time.perf_counter() - started)
+            passes, seconds = self._timed_passes(part, 2, left)
+        return {"flops_per_sample": flops / max(n_few, 1) if flops is not None else None,
+                "eval_samples_per_s": passes * n / seconds, "inference_batch": n}
 
     def training_cost(self) -> dict[str, float | None]:
-        """Samples/s of the whole run (all ranks), peak memory of this process (one GPU), and how many ranks."""
+        """Samples/s of the whole run (all ranks), peak memory of this process during its training steps and
+        during evaluation (one GPU; None before any), and how many ranks."""
         return {"train_samples_per_s": self.train_samples / self.train_time if self.train_time > 0 else None,
-                "peak_memory_mb": peak_memory_mb(self.device), "world_size": self.world.size}
+                "peak_memory_mb": self.training_peak.mb, "eval_peak_memory_mb": self.evaluation_peak.mb,
+                "world_size": self.world.size}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -102,6 +103,7 @@ def build_task(cfg: DictConfig, choices: dict[str, str]):
     batch, _ = task.example_batch(limit=2)
     task.model.eval()
     kinds = tuple(variant_classes(cfg.model))
+    probe_started = time.perf_counter()
     try:
         with torch.no_grad():
             modules = survey(task.model, lambda: task.predict(task.model, batch), kinds)
@@ -111,6 +113,7 @@ def build_task(cfg: DictConfig, choices: dict[str, str]):
                         f"data={choices['data']}: {first}") from e
     task.model.train()
     task.attention = attention_record(modules, cfg, choices, task.family)
+    task.probe_s = time.perf_counter() - probe_started  # the run's ``probe`` phase
     return task
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -11,15 +12,48 @@ from torch import Tensor
 CMAP = "viridis"  # perceptually uniform: equal steps of weight look like equal steps of colour
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend (imported here, not at the top: a run without pictures
+    never pays for matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` (its folder made) and free it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    pyplot().close(fig)
+    return path
+
+
+def finish(fig: Any, axes: Any, shown: Any, title: str, fontsize: int) -> None:
+    """A grid figure's title, tight layout, and one colour bar for every panel (``shown``: the last heat map
+    drawn, None when there is none)."""
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    if shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="attention weight")
+
+
+def _bare(ax: Any) -> None:
+    """No axis drawn on ``ax`` (a matplotlib Axes). The empty tick lists spare matplotlib laying out ticks
+    nobody sees on every layout pass (tight_layout, bbox_inches="tight"): about 40% of a many-panel
+    figure's time, the picture unchanged."""
+    ax.set(xticks=[], yticks=[])
+    ax.axis("off")
+
+
 def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], predictions: list[int] | None,
                           classes: list[str], title: str, path: Path) -> Path:
     """Each image above its attention over positions (a square grid of one block), upsampled and laid over
     the image, on one colour scale for the whole figure (its colour bar beside), with truth and prediction
     (a wrong one in red; ``None`` for images that are not predicted, such as few-shot support images)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(images)
     side = math.isqrt(weights.shape[-1])
@@ -33,7 +67,7 @@ def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], pr
         img = images[i].permute(1, 2, 0).squeeze(-1).numpy()
         for row in (0, 1):
             axes[row, i].imshow(img, cmap="gray" if img.ndim == 2 else None)
-            axes[row, i].axis("off")
+            _bare(axes[row, i])
         if predictions is None:
             axes[0, i].set_title(classes[labels[i]], fontsize=7)
         else:
@@ -44,10 +78,7 @@ def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], pr
     if shown is not None:
         fig.colorbar(shown, ax=axes[1, :].tolist(), fraction=0.03, pad=0.02, label="attention weight")
     fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 # a review for the token pictures: its tokens, the weight each receives, which are evidence, a caption
@@ -86,10 +117,7 @@ def token_weights_html(reviews: list[ShadedReview], title: str, path: Path) -> P
 
 def token_weights_png(reviews: list[ShadedReview], title: str, path: Path, columns: int = 100) -> Path:
     """The same picture as an image: monospaced tokens on shaded boxes, evidence underlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     lines: list[tuple[str, list[tuple[int, str, float, bool]]]] = []  # (caption, [(column, token, shade, mark)])
@@ -139,10 +167,7 @@ def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, g
                              path: Path, references: list[str] | None = None, per_row: int = 6) -> Path:
     """The classic Show-Attend-Tell picture: the image, then one panel per generated word with that word's
     attention over the region grid upsampled and overlaid. ``image`` (C, H, W) in [0, 1], ``weights`` (T, H·W)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = len(words) + 1
     rows = math.ceil(panels / per_row)
@@ -151,7 +176,7 @@ def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, g
     picture = image.permute(1, 2, 0).squeeze(-1).numpy()
     size = image.shape[-2:]
     for ax in axes.flat:
-        ax.axis("off")
+        _bare(ax)
     axes[0, 0].imshow(picture, cmap="gray" if picture.ndim == 2 else None)
     axes[0, 0].set_title("input", fontsize=9)
     heats = torch.nn.functional.interpolate(weights.float().reshape(-1, 1, *grid), size=size, mode="bilinear",
@@ -166,14 +191,8 @@ def caption_attention_figure(image: Tensor, words: list[str], weights: Tensor, g
     title = f"{heading}\ngenerated: {caption}"
     if references:
         title += f"\nreference: {references[0]}"
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    if shown is not None:
-        fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="attention weight")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    finish(fig, axes, shown, title, 9)
+    return save(fig, path)
 
 
 def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, query_maps: Tensor,
@@ -181,10 +200,7 @@ def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, 
     """Pair attention in one episode: a row per query, two columns per class (that class's support image,
     then the query), each with the attention it gets in that (query, class) pair; the query's own class is
     framed in green. ``support`` (N, C, H, W), ``query`` (R, C, H, W), maps (R, N, h, w)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows, ways = support_maps.shape[:2]
     size = query.shape[-2:]
@@ -209,11 +225,5 @@ def pair_attention_figure(support: Tensor, query: Tensor, support_maps: Tensor, 
             if r == 0:
                 axes[r, 2 * k].set_title(f"{classes[k][:26]}\nsupport | query", fontsize=6, loc="left")
         axes[r, 0].set_ylabel(f"query {r}", fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    if shown is not None:
-        fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="attention weight")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    finish(fig, axes, shown, title, 8)
+    return save(fig, path)
