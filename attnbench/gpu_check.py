@@ -242,42 +242,50 @@ def _cifar(plan: Plan, tmp: Path) -> Path | None:
     return write_tiny_jpeg_folder(tmp / "jpegs") if plan.cpu else plan.cifar
 
 
-def check_speedrun(plan: Plan) -> list[dict[str, Any]]:
+def _on_cifar(plan: Plan, name: str, args: Callable[[Path, Path], list[str]],
+              report: Callable[[dict[str, Any], Path], dict[str, Any]]) -> list[dict[str, Any]]:
+    """``attnbench train ARGS(cifar folder, output folder)`` in a process of its own, and ``report``'s row made
+    of its result (with its run summaries, read while the output folder still exists); a row saying why when
+    there is no CIFAR folder."""
     with tempfile.TemporaryDirectory() as tmp:
         cifar = _cifar(plan, Path(tmp))
         if cifar is None:
             return [{"skipped": "no --cifar DIR (the CIFAR-10 JPEG folder: train/<class>/*.jpg, test/<class>/*.jpg)"}]
-        folder = Path(tmp) / "speedrun"
-        result = _train_process([*_speedrun_args(plan, cifar), "model=none", f"hydra.run.dir={folder}"], folder,
-                                plan.left())
-        row = {k: v for k, v in result.items() if k != "summaries"}
-        if result["summaries"]:
-            s = result["summaries"][0]
-            row.update(test_acc=s["metrics"].get("test/acc"), train_steps_s=s["phases_s"].get("train_steps"),
-                       data_s=s["phases_s"].get("data"), epochs=s["epochs"])
+        folder = Path(tmp) / name
+        result = _train_process(args(cifar, folder), folder, plan.left())
+        return [report(dict(result), folder)]
+
+
+def check_speedrun(plan: Plan) -> list[dict[str, Any]]:
+    def report(result: dict[str, Any], folder: Path) -> dict[str, Any]:
+        summaries = result.pop("summaries")
+        if summaries:
+            s = summaries[0]
+            result.update(test_acc=s["metrics"].get("test/acc"), train_steps_s=s["phases_s"].get("train_steps"),
+                          data_s=s["phases_s"].get("data"), epochs=s["epochs"])
             val = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()
                    if '"val"' in line]
             for threshold in (0.93, 0.94):
                 reached = next((r["epoch"] for r in val if r.get("val/acc", 0) >= threshold), None)
-                row[f"train_s_to_val_{threshold:.0%}"] = (
-                    row["train_steps_s"] * reached / s["epochs"] if reached and row["train_steps_s"] else None)
-        return [row]
+                result[f"train_s_to_val_{threshold:.0%}"] = (
+                    result["train_steps_s"] * reached / s["epochs"] if reached and result["train_steps_s"] else None)
+        return result
+
+    return _on_cifar(plan, "speedrun", lambda cifar, folder: [*_speedrun_args(plan, cifar), "model=none",
+                                                              f"hydra.run.dir={folder}"], report)
 
 
 def check_grid(plan: Plan) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        cifar = _cifar(plan, Path(tmp))
-        if cifar is None:
-            return [{"skipped": "no --cifar DIR"}]
-        folder = Path(tmp) / "grid"
-        sweep = ["model=none,se", "seed=0"] if plan.cpu else ["model=none,se,cbam", "seed=0,1,2,3,4"]
-        result = _train_process(["-m", *_speedrun_args(plan, cifar), *sweep, f"hydra.sweep.dir={folder}"], folder,
-                                plan.left())
-        accuracy = [s["metrics"].get("test/acc") for s in result["summaries"] if s.get("status") == "completed"]
-        row = {k: v for k, v in result.items() if k != "summaries"}
-        row.update(jobs=len(sweep[0].split(",")) * len(sweep[1].split(",")), grid=" ".join(sweep),
-                   test_acc_median=statistics.median(accuracy) if accuracy else None)
-        return [row]
+    sweep = ["model=none,se", "seed=0"] if plan.cpu else ["model=none,se,cbam", "seed=0,1,2,3,4"]
+
+    def report(result: dict[str, Any], folder: Path) -> dict[str, Any]:
+        accuracy = [s["metrics"].get("test/acc") for s in result.pop("summaries") if s.get("status") == "completed"]
+        result.update(jobs=len(sweep[0].split(",")) * len(sweep[1].split(",")), grid=" ".join(sweep),
+                      test_acc_median=statistics.median(accuracy) if accuracy else None)
+        return result
+
+    return _on_cifar(plan, "grid", lambda cifar, folder: ["-m", *_speedrun_args(plan, cifar), *sweep,
+                                                          f"hydra.sweep.dir={folder}"], report)
 
 
 # ----------------------------------------------------------------------------------------------- 5. flex
