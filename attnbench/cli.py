@@ -672,6 +672,21 @@ def _describe(path: Path) -> str:
     return ""
 
 
+def _task_of(conf: Path, data_file: Path) -> str:
+    """The task family a data file picks (``override /task@_global_.task: fewshot_resnet12`` -> fewshot):
+    read from the files, so the list composes nothing."""
+    from omegaconf import DictConfig, OmegaConf
+
+    for entry in OmegaConf.load(data_file).get("defaults", []):
+        (key, option), = entry.items() if isinstance(entry, DictConfig) else [("", "")]
+        if key.split("@")[0] == "override /task":
+            task = OmegaConf.load(conf / "task" / f"{option}.yaml")
+            while "name" not in task:  # an option extending another, which its defaults list names first
+                task = OmegaConf.load(conf / "task" / f"{task.defaults[0]}.yaml")
+            return str(task.name)
+    return ""
+
+
 def list_catalogue(args: list[str]) -> int:
     from omegaconf import OmegaConf
     from rich.table import Table
@@ -697,7 +712,7 @@ def list_catalogue(args: list[str]) -> int:
     for column in ("data=", "task", "what it is"):
         data.add_column(column)
     for path in sorted((conf / "data").glob("*.yaml")):
-        data.add_row(path.stem, str(OmegaConf.load(path).get("task", "")), _describe(path))
+        data.add_row(path.stem, _task_of(conf, path), _describe(path))
     console.print(data)
 
     backbones = Table(title="backbones")

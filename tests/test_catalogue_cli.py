@@ -24,6 +24,9 @@ def test_list_shows_every_image_variant_with_its_slot_and_source(tmp_path: Path)
                                ("ffattn", "pool", "Raffel & Ellis"), ("multiquery", "pool", "Lin et al. 2017"),
                                ("pyramid", "pool", "Zhu et al. 2018")]:
         assert slot in rows[name] and source in rows[name] and "classify" in rows[name], rows[name]
+    families = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in out.splitlines()
+                if line.count("│") == 4}  # the data sets' table: data=, task, what it is
+    assert (families["cub"], families["shapes"], families["reviews"]) == ("fewshot", "caption", "rate")
 
 
 def test_the_whole_image_grid_trains_with_complete_summaries(tmp_path: Path):
