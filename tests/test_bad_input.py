@@ -88,6 +88,9 @@ CATALOGUE = {
     "value of the wrong type": (["trainer.lr=fast"], "trainer.lr: Value 'fast'"),
     "negative learning rate": (["trainer.lr=-0.1"], "trainer.lr must be positive, got -0.1"),
     "zero epochs": (["trainer.epochs=0"], "trainer.epochs must be at least 1, got 0"),
+    "a task that does not fit the data": (["task=fewshot"], "task=fewshot cannot train on data=digits, a data set "
+                                                            "of the classify task"),
+    "an unknown task setting": (["data=glyphs", "+task.shots=5"], "task=fewshot has no key 'shots'"),
     "heads not dividing the width": (["data=reviews", "model=mha", "model.heads=5"],
                                      "heads=5 does not divide the width 128"),
     "impossible pooling size": (["model=kmax", "model.k=17"], "k=17 is larger than the 16 positions it pools"),
