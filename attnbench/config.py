@@ -91,7 +91,7 @@ class Config:
 
 SCHEMAS = {"trainer": TrainerConfig, "logger": LoggerConfig}
 
-# Keys renamed in this release: the old name still works, with one warning line, until the next one.
+# Keys renamed in 0.2: the old name still works, with one deprecation line, until 0.3.
 RENAMED_KEYS = {
     "data.metric": "task.metric",  # task settings moved out of data: (conf/task/)
     "data.readout": "task.readout",

@@ -70,6 +70,7 @@ class Pattern:
     regex: str
     text: str
 
+
 BOUNDS: dict[str, Bound] = {
     # data
     "val_fraction": FRACTION, "test_fraction": FRACTION,
