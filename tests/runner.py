@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -104,3 +105,13 @@ def assert_wandb_agrees(run_dir: Path) -> dict:
         assert w.get(key) == expected, (run_dir, key, w.get(key), expected)
     assert w["primary"] == s["primary"] and w["status"] == s["status"]
     return w
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120, interval: float = 0.02) -> None:
+    """Until ``path`` exists (a checkpoint, a lock a run holds), checking every ``interval`` seconds; fails if
+    ``process`` exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(interval)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runner import assert_complete_summary, attnbench, run_dirs, summary
+from runner import assert_complete_summary, attnbench, run_dirs, summary, wait_for
 
 from attnbench.errors import UserError
 from attnbench.track.lock import LOCK_NAME, DirectoryLock
@@ -35,13 +35,6 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "attnbench", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
-
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.005)
 
 
 # ---------------------------------------------------------------------------------------- locks
@@ -69,7 +62,7 @@ def test_two_grids_on_one_sweep_folder_the_second_is_refused(tmp_path: Path) -> 
     # three jobs: the first process holds the folder long enough for the second to start
     grid = ["train", "-m", "seed=0,1,2", "trainer.epochs=3", "logger=none", "model=se", "hydra.sweep.dir=grid"]
     first = _start(grid, tmp_path)
-    _wait_for(tmp_path / "grid" / LOCK_NAME, first)
+    wait_for(tmp_path / "grid" / LOCK_NAME, first, timeout=240, interval=0.005)
     second = attnbench(*grid, cwd=tmp_path)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
@@ -143,7 +136,8 @@ def test_double_ctrl_c_in_a_grid_job_records_interrupted_and_the_rerun_resumes_i
 
     process = _start([*GRID, "hydra.sweep.dir=grid"], tmp_path)
     job = tmp_path / "grid" / "logger=none,model=se,seed=0,trainer.epochs=3"
-    _wait_for(job / "checkpoints" / "last.pt", process)  # job 1 has finished its first epoch
+    # job 1 has finished its first epoch
+    wait_for(job / "checkpoints" / "last.pt", process, timeout=240, interval=0.005)
     process.send_signal(signal.SIGINT)
     time.sleep(0.005)
     process.send_signal(signal.SIGINT)

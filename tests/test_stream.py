@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from runner import attnbench, run_dirs, summary
+from runner import attnbench, run_dirs, summary, wait_for
 
 from attnbench.data import LOADERS, last_load
 from attnbench.data.batches import Augment, TensorBatches
@@ -73,13 +73,6 @@ def test_stream_true_on_a_set_that_cannot_stream_is_one_line(tmp_path: Path) -> 
     assert "data=digits cannot stream" in result.stderr and "Traceback" not in result.stderr
 
 
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
 
 def test_streamed_run_stopped_by_sigterm_resumes_like_an_uninterrupted_one(tmp_path: Path) -> None:
     root = write_colours(tmp_path / "images", 96)
@@ -90,7 +83,7 @@ def test_streamed_run_stopped_by_sigterm_resumes_like_an_uninterrupted_one(tmp_p
     process = subprocess.Popen([sys.executable, "-m", "attnbench", *args, "hydra.run.dir=stopped"], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "stopped" / "metrics.jsonl"
-    _wait_for(metrics, process)
+    wait_for(metrics, process)
     while metrics.read_text().count('"split": "val"') < 2:  # stopped in the third epoch
         assert process.poll() is None, process.communicate()
         time.sleep(0.01)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from runner import assert_complete_summary, assert_wandb_agrees, attnbench, run_dirs, summary, wandb_run
+from runner import assert_complete_summary, assert_wandb_agrees, attnbench, run_dirs, summary, wait_for, wandb_run
 
 
 def test_default_run_learns_digits(tmp_path: Path) -> None:
@@ -66,13 +66,6 @@ def test_multirun_grid_writes_a_run_per_job_with_an_offline_wandb_run_that_agree
     assert len(cells) == 2 and set(cells) <= ids
 
 
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
 
 def test_sigterm_saves_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
     args = ["train", "logger=none", "trainer.epochs=5", "model=se"]
@@ -82,7 +75,7 @@ def test_sigterm_saves_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path)
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # stop it in the middle of the third epoch: after the second epoch's checkpoint, before it finishes
     metrics = tmp_path / "stopped" / "metrics.jsonl"
-    _wait_for(metrics, process)
+    wait_for(metrics, process, interval=0.05)
     while metrics.read_text().count('"split": "val"') < 2:
         assert process.poll() is None
         time.sleep(0.02)
