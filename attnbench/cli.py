@@ -211,8 +211,15 @@ def expand_jobs(compose: Callable[[list[str]], DictConfig], overrides: list[str]
             raise ValueError(f"{swept[0]} sweeps several values: add -m to run a grid{also}")
         return [overrides]
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    params = compose(fixed).hydra.sweeper.params or {}
-    parsed = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
+    sweeper = compose(fixed).hydra.sweeper
+    params = [f"{k}={v}" for k, v in (sweeper.params or {}).items()]
+    if str(sweeper.get("_target_")).endswith("DecideSweeper"):  # seeds are its own: probe each at seed 0
+        from .sweeper import Plan, configurations_of
+
+        settings = {k: v for k, v in sweeper.items() if k not in ("_target_", "params", "max_batch_size")}
+        Plan(**{**settings, "delta": None if settings["delta"] is None else str(settings["delta"])}).check()
+        return [[*key, "seed=0"] for key in configurations_of(params + overrides, parser)]
+    parsed = parser.parse_overrides(params + overrides)
     return BasicSweeper.split_arguments(parsed, None)[0]
 
 

@@ -87,6 +87,7 @@ class Config:
     seed: int = setting(bound=SEED)
     resume: Optional[str] = setting()
     allow_degenerate: bool = setting()
+    split_by_seed: bool = setting()
 
 
 SCHEMAS = {"trainer": TrainerConfig, "logger": LoggerConfig}

@@ -253,6 +253,7 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                     watch.add("probe", task.probe_s)
                 setup_started = time.perf_counter()
                 summary["attention"] = task.attention
+                summary["test_items"] = task.test_items()
                 announce_attention(task.attention)
                 if resume and checkpoint is None:
                     checkpoint = run.load_checkpoint(run.last)

@@ -100,7 +100,7 @@ def paired_by_hand(a: list[float], b: list[float]) -> float:
 
 
 # the markdown table's columns after # and the variant
-VS, DELTA, TEST, P, P_BH, P_IMPROVE, COST_COLUMNS = 5, 6, 7, 8, 9, 10, 11
+VS, DELTA, INTERVAL, VERDICT, TEST, P, P_ADJ, P_IMPROVE, COST_COLUMNS = 5, 6, 7, 8, 9, 10, 11, 12, 13
 
 
 def md_rows(text: str) -> dict[str, list[str]]:
@@ -132,13 +132,22 @@ def test_table_matches_numbers_worked_out_by_hand(tmp_path: Path) -> None:
     assert rows["se"][TEST] == "paired t"
     p_se, p_cbam = paired_by_hand(ACC["se"], ACC["none"]), paired_by_hand(ACC["cbam"], ACC["none"])
     assert rows["se"][P] == f"{p_se:.3f}" == "0.020" and rows["cbam"][P] == f"{p_cbam:.3f}" == "0.035"
-    # Benjamini–Hochberg over the two tests: the smaller p × 2 / 1, capped by the larger × 2 / 2
-    assert rows["se"][P_BH] == rows["cbam"][P_BH] == f"{min(2 * p_se, p_cbam):.3f}" == "0.035"
+    # Bonferroni over the two tests: each p × 2, and each Δ interval a 97.5% paired t-interval
+    assert rows["se"][P_ADJ] == f"{2 * p_se:.3f}" == "0.040" and rows["cbam"][P_ADJ] == f"{2 * p_cbam:.3f}" == "0.070"
+    t = 6.205347  # t(1 − 0.025/2, 2 df), from a t table
+    d_se, d_cbam = [0.05, 0.04, 0.03], [0.02, 0.03, 0.04]  # per-seed differences: sd 0.01 both
+    half = t * 0.01 / math.sqrt(3)
+    assert rows["se"][INTERVAL] == f"[{0.04 - half:+.4f}, {0.04 + half:+.4f}]" == "[+0.0042, +0.0758]"
+    assert rows["cbam"][INTERVAL] == f"[{0.03 - half:+.4f}, {0.03 + half:+.4f}]" == "[-0.0058, +0.0658]"
+    assert sum(d_se) / 3 == pytest.approx(0.04) and sum(d_cbam) / 3 == pytest.approx(0.03)
+    # the verdicts follow from the intervals: se's excludes 0; cbam's holds 0 and reaches past δ = 0.01
+    assert rows["se"][VERDICT] == "better" and rows["cbam"][VERDICT].startswith("inconclusive (~")
+    assert rows["none"][VERDICT] == "baseline"
     assert rows["se"][P_IMPROVE] == "1.00" and rows["cbam"][P_IMPROVE] == "1.00"  # better at every seed
     # cost: params and attention params as counts, FLOPs in millions, throughput, memory and time as means
     assert rows["se"][COST_COLUMNS:] == ["78,032", "742", "—", "4.28M", "601", "101", "11.0"]
     assert rows["none"][COST_COLUMNS + 1] == "0"
-    assert "paired t-test on shared seeds" in text and "Benjamini–Hochberg across the table's 2 tests" in text
+    assert "97.5% intervals (Bonferroni: α = 0.05 over 2 tests)" in text and "(δ = 0.01)" in text
     # the other final metrics, mean ± std over seeds
     assert "| se | 0.0400 ± 0.0100 | 0.9500 ± 0.0100 |" in text  # test/loss = 1 − acc, val/acc = acc − 0.01
     assert "9 runs: 9 completed" in text
@@ -266,7 +275,7 @@ def test_bad_input_through_the_cli(tmp_path: Path) -> None:
     assert result.stderr.strip() == ("error: baseline model=dual is not among the completed runs of data=digits "
                                      "(model there: cbam, none, se)")
     result = attnbench("compare", str(sweep), "--baseline", "trainer.lr=0.1", cwd=tmp_path)
-    assert result.returncode == 2 and "trainer.lr is not a setting that differs" in result.stderr
+    assert result.returncode == 2 and "baseline trainer.lr: not a setting that differs" in result.stderr
     result = attnbench("compare", str(sweep), "--format", "xlsx", cwd=tmp_path)
     assert result.returncode == 2 and "choose one of table, markdown, csv, json" in result.stderr
 
@@ -515,4 +524,4 @@ def test_each_row_is_measured_against_its_matched_control(tmp_path: Path) -> Non
     for row in c["rows"]:
         assert 0 <= row["ci95_low"] <= row["ci95_high"] <= 1
     assert can["ci95_high"] == 1.0 and can["p_improvement"] == 1.0
-    assert can["p_adjusted"] == pytest.approx(max(can["p_value"], control["p_value"]))  # BH on two tests
+    assert can["p_adjusted"] == pytest.approx(2 * can["p_value"])  # Bonferroni over the table's two tests

@@ -18,7 +18,7 @@ LAYERS = [
     ["config"],
     ["engine", "tasks"],
     ["job", "compare", "launch", "check_variant", "run_efficiency"],
-    ["bench", "callbacks"],
+    ["bench", "callbacks", "sweeper"],
     ["cli"],
     ["__main__", "gpu_check"],
 ]

@@ -133,10 +133,13 @@ def wandb_rows(c: Comparison) -> tuple[list[str], list[list[Any]]]:
     """A data set's comparison as W&B Table columns and rows: raw numbers, so W&B can sort and chart them."""
     names = [n for n in c.metric_names if n != c.primary]
     columns = ["rank", *c.keys, "chosen", "n", f"{c.primary} mean", f"{c.primary} std", "ci95 low", "ci95 high",
-               "vs", "Δ", "test", "p", "p (BH)", "P(>)", *[f"{n} mean" for n in names], *COST, "runs"]
+               "vs", "Δ", "Δ low", "Δ high", "verdict", "seeds needed", "test", "p", "p (adj)", "P(>)",
+               *[f"{n} mean" for n in names], *COST, "runs"]
     rows = [[rank, *[row.values[k] for k in c.keys], row.chosen.label if row.chosen else "", row.n, row.mean,
              row.std, row.ci95[0] if row.ci95 else None, row.ci95[1] if row.ci95 else None, row.reference_label,
-             row.delta, row.test, row.p_value, row.p_adjusted, row.p_improvement,
+             row.delta, *(row.verdict.interval if row.verdict else (None, None)),
+             row.verdict.word if row.verdict else None, row.verdict.seeds_needed if row.verdict else None,
+             row.test, row.p_value, row.p_adjusted, row.p_improvement,
              *[row.metrics.get(n, (None,))[0] for n in names], *[row.cost.get(k) for k in COST],
              ",".join(r.summary.get("wandb_id") or "-" for r in row.runs)]
             for rank, row in enumerate(c.rows, 1)]

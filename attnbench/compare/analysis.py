@@ -5,13 +5,16 @@ by default: ``trainer.lr``, ``trainer.weight_decay``…), each of a row's tuning
 the trial with the best mean *validation* metric over its seeds and reports that trial's test figures, so the
 test metrics never enter the choice, and every variant should get the same number of trials.
 
+A trial's score counts every seed it was given: a trial with a failed, diverged or unfinished seed never
+outranks a complete one. Budgets (``trainer.epochs``, episodes) and data keys (the split among them) are never
+tuned: runs of different budgets are different rows.
+
 Each row is measured against its reference: its matched control when it has one (``model.reweight=true``
 against ``false``: the same variant with its attention off), else the baseline row (``model=none`` by default)
 equal in every other setting. The statistics: the mean over seeds with a 95% t-interval clipped to the metric's
-range; Δ and a paired t-test over the seeds both rows share (Welch's t-test when they share fewer than two);
-the p-values of a table corrected together (Benjamini–Hochberg); P(improvement), the share of seed pairs in which
-the row beats its reference. Runs that did not complete, or whose primary value is not finite, are kept apart,
-never averaged in.
+range; Δ with its interval and verdict (``verdict``: Bonferroni over the table's tests, paired over the seeds both
+rows share, Welch's otherwise); P(improvement), the share of seed pairs in which the row beats its reference.
+Runs that did not complete, or whose primary value is not finite, are kept apart, never averaged in.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from ..errors import UserError
 from .runs import Loaded, RunRecord
+from .verdict import Design, Margin, Verdict, default_margin, paired_verdict, welch_verdict
 
 # settings that never make two runs different variants: the seed is what is averaged over; the others change
 # where results go or how often progress is printed, not the results
@@ -35,11 +39,15 @@ BASELINE = ("model", "none")
 CONTROLS = {"model.reweight": ("true", "false")}
 # the settings that are tuned rather than compared, unless --tune names others
 TUNING_PREFIX = "trainer."
+# budgets: a longer schedule is another experiment, not a luckier trial, so these are rows, never tuned
+BUDGET_KEYS = ("trainer.epochs", "data.train_episodes", "task.episodes_per_step")
+# what the data is (the split among it) is never tuned either: a variant would keep its luckiest test set
+DATA_PREFIXES = ("data.", "data", "split_by_seed")
 COST = ("params", "attention_params", "head_params", "flops_per_sample", "train_samples_per_s",
         "eval_samples_per_s", "peak_memory_mb", "wall_time_s")
 # the range of a metric (by its name after the split), which its confidence interval never leaves
 BOUNDS = {
-    **dict.fromkeys(("acc", "f1", "macro_f1", "bleu1", "bleu2", "bleu3", "bleu4", "greedy_bleu4", "meteor",
+    **dict.fromkeys(("acc", "error", "f1", "macro_f1", "bleu1", "bleu2", "bleu3", "bleu4", "greedy_bleu4", "meteor",
                      "rouge_l", "grounding", "evidence_mass"), (0.0, 1.0)),
     "pearson": (-1.0, 1.0),
     **dict.fromkeys(("cider", "greedy_cider"), (0.0, 10.0)),  # CIDEr-D: ×10 of a cosine in [0, 1]
@@ -80,8 +88,14 @@ class Trial:
     """One tuning setting of a row: its runs, and the mean validation metric that chose (or did not choose) it."""
 
     setting: dict[str, str]
-    runs: list[RunRecord]
+    runs: list[RunRecord]  # the completed runs
+    given: list[RunRecord] = field(default_factory=list)  # every run the trial was given, completed or not
     score: float | None = None  # mean of the selection metric over the trial's seeds
+    failures: int = 0  # seeds that did not complete or whose selection metric is not finite
+
+    @property
+    def seeds(self) -> set[Any]:
+        return {r.seed for r in self.given}
 
     @property
     def label(self) -> str:
@@ -102,18 +116,36 @@ class Row:
     std: float | None = None
     ci95: tuple[float, float] | None = None
     reference: Row | None = None
-    delta: float | None = None
-    test: str | None = None  # "paired t" | "Welch t"
-    p_value: float | None = None
-    p_adjusted: float | None = None
+    verdict: Verdict | None = None
+    p_adjusted: float | None = None  # the test's p × the table's tests (× looks), so p (adj) < α ⇔ 0 is outside
     p_improvement: float | None = None
     is_baseline: bool = False
+    no_control: bool = False  # a reweight=true row whose matched control is missing (measured against the baseline)
     metrics: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # name -> (mean, std)
     cost: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return len(self.runs)
+
+    @property
+    def delta(self) -> float | None:
+        return self.verdict.delta if self.verdict else None
+
+    @property
+    def test(self) -> str | None:
+        return self.verdict.test if self.verdict else None
+
+    @property
+    def p_value(self) -> float | None:
+        return self.verdict.p_value if self.verdict else None
+
+    @property
+    def undertrained(self) -> bool:
+        """Most of its runs had their best validation epoch at their last: more epochs might still help."""
+        last = [r.summary.get("best_epoch") == r.summary.get("epochs") for r in self.runs
+                if isinstance(r.summary.get("epochs"), int)]
+        return bool(last) and sum(last) > len(last) / 2
 
     @property
     def seeds(self) -> list[Any]:
@@ -157,6 +189,10 @@ class Comparison:
     baseline: str | None  # "model=none" when a baseline row exists
     tuning: list[str] = field(default_factory=list)  # the settings tuned within each row
     selection: str | None = None  # the validation metric that chose each row's trial, "val/acc (max)"
+    design: Design = field(default_factory=Design)
+    margin: Margin = field(default_factory=Margin)  # δ of the primary metric
+    n_planned: int = 0  # the tests of the family: rows with a reference and enough seeds for an interval
+    n_runs: int = 0  # every run of the data set, completed or not
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -164,13 +200,10 @@ class Comparison:
         names = {name for row in self.rows for name in row.metrics}
         return sorted(names, key=lambda n: (not n.startswith("test/"), n))
 
-    @property
-    def n_runs(self) -> int:
-        return sum(len(t.runs) for row in self.rows for t in row.trials) + len(self.not_completed)
 
     @property
     def n_tests(self) -> int:
-        return sum(row.p_value is not None for row in self.rows)
+        return sum(row.verdict is not None for row in self.rows)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -223,60 +256,49 @@ def _statistics(row: Row, primary: str) -> None:
             row.cost[key] = round(row.cost[key])  # the same for every seed: a count, not a mean
 
 
-def welch(a: list[float], b: list[float]) -> float | None:
-    """Welch's t-test p-value (two-sided); None when either side has fewer than two seeds or neither varies."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy.stats import ttest_ind
-
-    if _std(a) == 0 and _std(b) == 0:  # neither varies: certain when the means differ, no evidence when they do not
-        return None if _mean(a) == _mean(b) else 0.0
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
-
-
-def paired(differences: list[float]) -> float | None:
-    """The paired t-test's p-value (two-sided) on the per-seed differences; None below two pairs."""
-    if len(differences) < 2:
-        return None
-    from scipy.stats import ttest_1samp  # ttest_rel(a, b) is this test on a − b
-
-    if _std(differences) == 0:  # every seed moved by the same amount
-        return None if differences[0] == 0 else 0.0
-    return float(ttest_1samp(differences, 0.0).pvalue)
-
-
 def _better(a: float, b: float, higher: bool) -> float:
     """1 when ``a`` beats ``b``, ½ for a tie, else 0."""
     return 0.5 if a == b else float(a > b if higher else a < b)
 
 
-def measure_against(row: Row, ref: Row, higher: bool) -> None:
-    """Δ, the test, its p-value and P(improvement) of ``row`` against its reference."""
+def _span(metric: str) -> tuple[float, float]:
+    """The range a difference of two values of ``metric`` can take (±1 for an accuracy)."""
+    lo, hi = bounds(metric)
+    return lo - hi, hi - lo
+
+
+def measure_against(row: Row, ref: Row, comparison: Comparison) -> None:
+    """Δ, its interval and verdict, and P(improvement) of ``row`` against its reference, at the level the
+    table's design gives its tests (set once every row's reference is known)."""
+    higher, level = comparison.higher_is_better, comparison.design.level(comparison.n_planned)
+    margin = comparison.margin.resolve(ref.mean)
+    span = _span(comparison.primary)
     row.reference = ref
     mine = {r.seed: float(r.summary["primary"]["value"]) for r in row.runs}
     theirs = {r.seed: float(r.summary["primary"]["value"]) for r in ref.runs}
     shared = [s for s in mine if s in theirs] if len(mine) == row.n and len(theirs) == ref.n else []
-    if len(shared) >= 2:  # the same seeds: the same split and data order, so compare seed by seed
+    if len(shared) >= 2:  # the same seeds: the same data order (and split), so compare seed by seed
         differences = [mine[s] - theirs[s] for s in shared]
-        row.delta, row.test = sum(differences) / len(differences), "paired t"
-        row.p_value = paired(differences)
+        row.verdict = paired_verdict(differences, level, margin, higher, span)
         row.p_improvement = sum(_better(mine[s], theirs[s], higher) for s in shared) / len(shared)
         return
-    row.delta, row.test = row.mean - ref.mean, "Welch t"
-    row.p_value = welch(row.scores, ref.scores)
+    row.verdict = welch_verdict(row.scores, ref.scores, level, margin, higher, span)
     row.p_improvement = sum(_better(a, b, higher) for a in row.scores for b in ref.scores) / (row.n * ref.n)
 
 
-def parse_baseline(text: str | None) -> tuple[str, str] | None:
-    """``KEY=VALUE``, or a bare VALUE meaning ``model=VALUE``."""
+def parse_baseline(text: str | None) -> dict[str, str] | None:
+    """``KEY=VALUE[,KEY=VALUE...]``, or a bare VALUE meaning ``model=VALUE``."""
     if text is None:
         return None
-    key, sep, value = text.partition("=")
-    if not sep:
-        return "model", text
-    if not key or not value:
-        raise UserError(f"--baseline {text}: expected KEY=VALUE, e.g. --baseline model=se")
-    return key, value
+    if "=" not in text:
+        return {"model": text}
+    settings = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"--baseline {text}: expected KEY=VALUE[,KEY=VALUE], e.g. --baseline model=se")
+        settings[key] = value
+    return settings
 
 
 def parse_selection(text: str | None) -> tuple[str, bool | None] | None:
@@ -286,6 +308,9 @@ def parse_selection(text: str | None) -> tuple[str, bool | None] | None:
     name, sep, mode = text.partition(":")
     if not name or (sep and mode not in ("max", "min")):
         raise UserError(f"--select {text}: expected METRIC or METRIC:max|min, e.g. --select val/acc")
+    if name.startswith("test/"):
+        raise UserError(f"--select {name}: choosing by a test metric would report a test figure that chose "
+                        f"itself; select by a val/ metric")
     return name, (mode == "max") if sep else None
 
 
@@ -304,9 +329,6 @@ def _selection(primary: str, higher: bool, select: tuple[str, bool | None] | Non
     if name not in present:
         near = [n for n in present if n.startswith("val/")] or present
         raise UserError(f"--select {name}: not among the runs' metrics (they have: {', '.join(near) or 'none'})")
-    if name.startswith("test/"):
-        raise UserError(f"--select {name}: choosing by a test metric would report a test figure that chose "
-                        f"itself; select by a val/ metric")
     if direction is None:
         direction = higher if name.split("/")[-1] == primary.split("/")[-1] \
             else not any(word in name for word in LOWER_IS_BETTER)
@@ -314,9 +336,18 @@ def _selection(primary: str, higher: bool, select: tuple[str, bool | None] | Non
 
 
 def tuning_keys(keys: list[str], tune: list[str] | None) -> list[str]:
-    """The swept settings tuned within each row: ``trainer.*`` by default, or those of ``--tune``."""
+    """The swept settings tuned within each row: ``trainer.*`` but the budgets by default, or those of
+    ``--tune``, which never names a budget or a data key."""
     if tune is None:
-        return [k for k in keys if k.startswith(TUNING_PREFIX)]
+        return [k for k in keys if k.startswith(TUNING_PREFIX) and k not in BUDGET_KEYS]
+    budgets = [k for k in tune if k in BUDGET_KEYS]
+    if budgets:
+        raise UserError(f"--tune {','.join(budgets)}: a budget, not a tuning key (a longer run is another "
+                        f"experiment, so each budget is a row of its own)")
+    data = [k for k in tune if k.startswith(DATA_PREFIXES)]
+    if data:
+        raise UserError(f"--tune {','.join(data)}: data and split keys are never tuned (each variant would keep "
+                        f"its luckiest data, and runs on different test sets would be paired)")
     unknown = [k for k in tune if k not in keys]
     if unknown:
         raise UserError(f"--tune {','.join(unknown)}: not a setting that varies between the runs (those are: "
@@ -325,36 +356,37 @@ def tuning_keys(keys: list[str], tune: list[str] | None) -> list[str]:
 
 
 def _choose(row: Row, metric: str, higher: bool) -> None:
-    """Every trial's mean validation score; the best becomes the row's runs. Ties go to the first setting."""
+    """Score every trial on the validation metric over every seed it was given, and keep the best: fewest
+    failed seeds first (a diverged or unfinished seed counts against its trial), then the best mean over the
+    seeds that finished. Ties go to the first setting. Test values play no part."""
     for trial in row.trials:
-        values = [v for r in trial.runs if (v := _number(r.summary["metrics"].get(metric))) is not None]
-        trial.score = sum(values) / len(values) if values else None
-    scored = [t for t in row.trials if t.score is not None and t.runs]
+        values = [_number(r.summary["metrics"].get(metric)) for r in trial.runs]
+        finite = [v for v in values if v is not None]
+        trial.failures = len(trial.given) - len(finite)
+        trial.score = sum(finite) / len(finite) if finite else None
+    scored = [t for t in row.trials if t.score is not None]
     if scored:
-        row.chosen = max(scored, key=lambda t: t.score if higher else -t.score)
+        row.chosen = min(scored, key=lambda t: (t.failures, -t.score if higher else t.score))
     else:  # no trial reports the metric: the first completed one, and the table notes it
         row.chosen = next((t for t in row.trials if t.runs), None)
-    row.runs = row.chosen.runs if row.chosen else []
 
 
 def _finite_primary(run: RunRecord) -> bool:
     return _number(run.summary["primary"].get("value")) is not None
 
 
-def compare_data_set(runs: list[RunRecord], baseline: tuple[str, str] | None = None, tune: list[str] | None = None,
-                     select: tuple[str, bool | None] | None = None) -> Comparison:
+def compare_data_set(runs: list[RunRecord], baseline: dict[str, str] | None = None, tune: list[str] | None = None,
+                     select: tuple[str, bool | None] | None = None, design: Design = Design(),
+                     margins: dict[str, Margin] | None = None) -> Comparison:
     """Group the runs of one data set into rows and trials, choose each row's trial, compute the statistics."""
-    for run in runs:
-        if run.status == "completed" and not _finite_primary(run):
-            run.status = "not finite"  # a NaN or infinite primary value is never averaged or ranked
     completed = [r for r in runs if r.status == "completed"]
-    primary = completed[0].summary["primary"]
+    primary = next((r for r in completed if _finite_primary(r)), completed[0]).summary["primary"]
     names = {r.summary["primary"]["name"] for r in completed}
     data = completed[0].data
     if len(names) > 1:
         raise UserError(f"runs of data={data} have different primary metrics ({', '.join(sorted(names))})"
                         f"; compare them separately")
-    higher = bool(primary.get("higher_is_better", True))
+    higher = primary.get("higher_is_better", True)
     swept = swept_keys(runs)
     tuning = tuning_keys(swept, tune)
     keys = [k for k in swept if k not in tuning]
@@ -367,23 +399,41 @@ def compare_data_set(runs: list[RunRecord], baseline: tuple[str, str] | None = N
         if trial is None:
             trial = Trial(setting, [])
             row.trials.append(trial)
-        (trial.runs if run.status == "completed" else row.not_completed).append(run)
+        trial.given.append(run)
+        if run.status == "completed":
+            trial.runs.append(run)
+    margins = margins or {}
     comparison = Comparison(data=data, task=str(completed[0].summary.get("task", "-")), primary=primary["name"],
                             higher_is_better=higher, keys=keys, rows=[], not_completed=[], baseline=None,
-                            tuning=tuning)
+                            tuning=tuning, design=design, n_runs=len(runs),
+                            margin=margins.get(primary["name"], margins.get("*", default_margin(primary["name"]))))
     if tuning:
         metric, direction = _selection(primary["name"], higher, select, completed)
         comparison.selection = f"{metric} ({'max' if direction else 'min'})"
+    elif select is not None:
+        raise UserError(f"--select {select[0]}: nothing is tuned here (no trainer.* setting varies within a "
+                        f"variant), so there is no trial to choose")
     for row in rows.values():
         row.trials.sort(key=lambda t: t.label)
         if tuning:
             _choose(row, metric, direction)
         else:
             row.chosen = row.trials[0]
-            row.runs = row.chosen.runs
+        # the chosen trial's runs whose test value is not finite are set apart only now, after the choice,
+        # so that a test value can never change which trial is chosen
+        for run in row.chosen.given if row.chosen else []:
+            if run.status == "completed" and not _finite_primary(run):
+                run.status = "not finite"
+        row.runs = [r for r in row.chosen.given if r.status == "completed"] if row.chosen else []
+        row.not_completed = [r for t in row.trials for r in t.given if r.status != "completed"]
         comparison.not_completed += row.not_completed
         if row.runs:
             comparison.rows.append(row)
+        else:
+            counts = Counter(r.status for r in row.not_completed)
+            comparison.notes.append(f"{label(row.values)}: no run completed "
+                                    f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}), so it is not "
+                                    f"in the table")
     for row in comparison.rows:
         _statistics(row, primary["name"])
         if row.mark:
@@ -394,64 +444,163 @@ def compare_data_set(runs: list[RunRecord], baseline: tuple[str, str] | None = N
             comparison.notes.append(f"{row.label}: seed {', '.join(map(str, duplicates))} appears in several runs "
                                     f"(the same run copied twice?); each is counted")
     if tuning:
-        _check_budget(comparison)
+        _check_tuning(comparison)
+    _check_budgets(comparison)
     comparison.rows.sort(key=lambda row: (-row.mean if higher else row.mean, row.label))
     _apply_references(comparison, baseline)
     _correct(comparison)
+    _check_variance(comparison)
+    undertrained = [row.label for row in comparison.rows if row.undertrained]
+    if undertrained:
+        comparison.notes.append(f"possibly undertrained: {', '.join(undertrained)} (most of their runs had their "
+                                f"best validation epoch at the last; more epochs might still change the order)")
     return comparison
 
 
-def _check_budget(comparison: Comparison) -> None:
-    """Every variant should have had as many trials: a note names those with fewer."""
+def _check_tuning(comparison: Comparison) -> None:
+    """What could make a chosen setting a matter of luck or of budget, each in a note."""
     counts = {row.label: len(row.trials) for row in comparison.rows}
     most = max(counts.values())
     fewer = sorted(label for label, n in counts.items() if n < most)
     if fewer:
         comparison.notes.append(f"unequal tuning budget: {', '.join(f'{x} ({counts[x]})' for x in fewer)} had fewer "
                                 f"trials than the {most} of the others; their chosen settings had less to choose from")
-
-
-def _apply_references(comparison: Comparison, baseline: tuple[str, str] | None) -> None:
-    """Each row against its matched control, else against the baseline row equal in every other setting."""
-    key, value = baseline or BASELINE
-    if key not in comparison.keys:
-        if baseline is not None:
-            others = ", ".join(comparison.keys)
-            raise UserError(f"baseline {key}={value}: {key} is not a setting that differs between the runs of "
-                            f"data={comparison.data} (those are: {others})")
-    present = sorted({row.values[key] for row in comparison.rows}) if key in comparison.keys else []
-    if baseline is not None and value not in present:
-        raise UserError(f"baseline {key}={value} is not among the completed runs of data={comparison.data} "
-                        f"({key} there: {', '.join(present)})")
-    by_values = {tuple(row.values.items()): row for row in comparison.rows}
-    # the baseline's own settings (model.* under model=none) are not the other rows': leave them out of the match
-    shared = [k for k in comparison.keys if k != key and not k.startswith(f"{key}.")]
-    references = {tuple(row.values[k] for k in shared): row for row in comparison.rows
-                  if key in row.values and row.values[key] == value}
-    if value in present:
-        comparison.baseline = f"{key}={value}"
-    elif baseline is None and comparison.rows:
-        comparison.notes.append(f"no completed {key}={value} runs: rows without a matched control have no Δ "
-                                f"(pick a baseline with --baseline KEY=VALUE)")
     for row in comparison.rows:
-        control = next((by_values.get(tuple({**row.values, k: off}.items())) for k, (on, off) in CONTROLS.items()
-                        if row.values.get(k) == on), None)
+        unfinished = [t for t in row.trials if len(t.runs) < len(t.given)]
+        for trial in unfinished:
+            comparison.notes.append(f"{row.label}: trial {trial.label} did not finish every seed ({len(trial.runs)} "
+                                    f"of {len(trial.given)} completed); each missing seed counts against it")
+        seed_sets = {frozenset(map(str, t.seeds)) for t in row.trials}
+        if len(seed_sets) > 1:
+            comparison.notes.append(f"{row.label}: its trials were given different seeds "
+                                    f"({'; '.join(f'{t.label}: {sorted(t.seeds, key=str)}' for t in row.trials)}); "
+                                    f"their scores are not over the same seeds")
+        edges = []
+        for key in comparison.tuning:
+            values = {_as_number(t.setting[key]) for t in row.trials}
+            chosen = _as_number(row.chosen.setting[key]) if row.chosen else None
+            if None in values or chosen is None or len(values) < 2:
+                continue
+            if chosen in (min(values), max(values)):
+                edges.append(f"{key}={row.chosen.setting[key]} ({'largest' if chosen == max(values) else 'smallest'}"
+                             f" tried)")
+        if edges:
+            comparison.notes.append(f"{row.label}: chosen at the edge of the swept range, {', '.join(edges)}; the "
+                                    f"best setting may lie beyond it")
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _check_budgets(comparison: Comparison) -> None:
+    """Rows of different budgets side by side: say so (a Δ is only measured between rows of one budget)."""
+    for key in BUDGET_KEYS:
+        if key in comparison.keys:
+            values = sorted({row.values[key] for row in comparison.rows}, key=lambda v: (_as_number(v) or 0, v))
+            if len(values) > 1:
+                comparison.notes.append(f"rows of different budgets side by side ({key}: {', '.join(values)}): "
+                                        f"rank them with care; each Δ is measured against a reference of the same "
+                                        f"budget only")
+
+
+def _check_variance(comparison: Comparison) -> None:
+    """Where the seeds' spread is not the whole uncertainty: a fixed split, a test set of a few items."""
+    bounded = comparison.primary.split("/")[-1] in ("acc", "error")
+    sizes = {r.summary.get("test_items") for row in comparison.rows for r in row.runs}
+    items = min((s for s in sizes if isinstance(s, int) and s > 0), default=None)
+    fixed = [row for row in comparison.rows if not any(r.leaves.get("split_by_seed") == "true" for r in row.runs)]
+    margin = comparison.margin.resolve(comparison.rows[0].mean) if comparison.rows else None
+    if bounded and items:
+        if margin is not None and 1 / items >= margin / 2:
+            comparison.notes.append(f"{comparison.primary} is quantised: {items} test items, so it moves in steps of "
+                                    f"{1 / items:.4f}, and a few items decide an effect of δ = {margin:g}")
+        noisy = [row.label for row in comparison.rows
+                 if row.std is not None and math.sqrt(max(row.mean * (1 - row.mean), 0) / items) > row.std]
+        if noisy:
+            where = ("every seed is scored on the same test items, so the intervals leave out the test set's own "
+                     "sampling error; split_by_seed=true draws a split per seed") if fixed else \
+                "each seed draws its own split, so the intervals include it"
+            comparison.notes.append(f"the test set dominates the spread of {', '.join(noisy)}: its binomial error "
+                                    f"on {items} items is larger than the spread over seeds ({where})")
+    if fixed and len(fixed) == len(comparison.rows):
+        comparison.notes.append("every seed used the same data split (split_by_seed=false): the intervals cover "
+                                "initialisation and data order, not which items were drawn for training and test")
+
+
+def _matches(row: Row, settings: dict[str, str]) -> bool:
+    return all(row.values.get(k) == v for k, v in settings.items())
+
+
+def _apply_references(comparison: Comparison, baseline: dict[str, str] | None) -> None:
+    """Each row against its matched control, else against the baseline row equal in every other setting."""
+    settings = baseline or dict([BASELINE])
+    missing = [k for k in settings if k not in comparison.keys]
+    if missing and baseline is not None:
+        others = ", ".join(comparison.keys)
+        raise UserError(f"baseline {','.join(missing)}: not a setting that differs between the runs of "
+                        f"data={comparison.data} (those are: {others})")
+    candidates = [row for row in comparison.rows if not missing and _matches(row, settings)]
+    wanted = ",".join(f"{k}={v}" for k, v in settings.items())
+    if baseline is not None and not candidates:
+        key = next(iter(settings))
+        present = sorted({row.values[key] for row in comparison.rows})
+        raise UserError(f"baseline {wanted} is not among the completed runs of data={comparison.data} "
+                        f"({key} there: {', '.join(present)})")
+    # the baseline's own settings (model.* under model=none) are not the other rows': leave them out of the match
+    shared = [k for k in comparison.keys if k not in settings and not any(k.startswith(f"{b}.") for b in settings)]
+    references: dict[tuple[str, ...], Row] = {}
+    for row in candidates:
+        match = tuple(row.values[k] for k in shared)
+        if match in references:
+            apart = [k for k in comparison.keys if k not in shared and references[match].values[k] != row.values[k]]
+            options = " and ".join(",".join(f"{k}={r.values[k]}" for k in apart) for r in (references[match], row))
+            raise UserError(f"baseline {wanted} matches several rows of data={comparison.data} ({options}); name "
+                            f"one with --baseline {wanted},{apart[0]}=VALUE")
+        references[match] = row
+    if candidates:
+        comparison.baseline = wanted
+    elif comparison.rows:
+        comparison.notes.append(f"no completed {wanted} runs: rows without a matched control have no Δ "
+                                f"(pick a baseline with --baseline KEY=VALUE)")
+    by_values = {tuple(row.values.items()): row for row in comparison.rows}
+    pairs = []
+    for row in comparison.rows:
+        control = None
+        for key, (on, off) in CONTROLS.items():
+            if row.values.get(key) == on:
+                control = by_values.get(tuple({**row.values, key: off}.items()))
+                row.no_control = control is None
         ref = control or references.get(tuple(row.values[k] for k in shared))
         if ref is row:
             row.is_baseline = True
         elif ref is not None:
-            measure_against(row, ref, comparison.higher_is_better)
+            pairs.append((row, ref))
+    comparison.n_planned = sum(1 for row, ref in pairs if _testable(row, ref))
+    for row, ref in pairs:
+        measure_against(row, ref, comparison)
+        if row.no_control:
+            comparison.notes.append(f"{row.label} has no matched control ({', '.join(f'{k}={off}' for k, (_, off) in CONTROLS.items())}"
+                                    f" is not among the runs): measured against {row.reference_label}, so its Δ "
+                                    f"includes what the variant adds besides its attention")
+
+
+def _testable(row: Row, ref: Row) -> bool:
+    """Whether ``row`` against ``ref`` gives an interval: two shared seeds, or two runs a side."""
+    shared = {r.seed for r in row.runs} & {r.seed for r in ref.runs}
+    return len(shared) >= 2 or (row.n >= 2 and ref.n >= 2)
 
 
 def _correct(comparison: Comparison) -> None:
-    """Benjamini–Hochberg across every test of the table (each row against its reference is one test)."""
-    tested = [row for row in comparison.rows if row.p_value is not None]
-    if not tested:
-        return
-    from scipy.stats import false_discovery_control
-
-    for row, adjusted in zip(tested, false_discovery_control([row.p_value for row in tested], method="bh")):
-        row.p_adjusted = float(adjusted)
+    """Each p-value × the tests of the family (Bonferroni), the correction the intervals were built with: a row's
+    p (adj) is below α exactly when its interval excludes 0."""
+    family = max(comparison.n_planned, 1) * comparison.design.looks
+    for row in comparison.rows:
+        if row.p_value is not None:
+            row.p_adjusted = min(1.0, row.p_value * family)
 
 
 @dataclass
@@ -462,15 +611,18 @@ class Report:
     problems: list[str] = field(default_factory=list)  # data sets that could not be compared (baseline absent)
 
 
-def build_report(loaded: Loaded, baseline: tuple[str, str] | None = None, tune: list[str] | None = None,
-                 select: tuple[str, bool | None] | None = None) -> Report:
-    """Every data set's comparison; raises UserError when nothing at all can be compared."""
+def build_report(loaded: Loaded, baseline: dict[str, str] | None = None, tune: list[str] | None = None,
+                 select: tuple[str, bool | None] | None = None, design: Design | None = None,
+                 margins: dict[str, Margin] | None = None) -> Report:
+    """Every data set's comparison; raises UserError when nothing at all can be compared. ``design``: the
+    sequential grid's (read from its sweep directory) unless given."""
     if not loaded.runs:
         if loaded.skipped:
             raise UserError(f"no usable runs: every run directory found was skipped ({len(loaded.skipped)}; "
                             f"see the warnings)")
         raise UserError(f"no runs in {', '.join(loaded.empty)} (a run directory holds .hydra/config.yaml and "
                         f"summary.json; pass a sweep directory, a run directory or a glob of them)")
+    design = design or loaded.design or Design()
     by_data: dict[str, list[RunRecord]] = defaultdict(list)
     for run in loaded.runs:
         by_data[run.data].append(run)
@@ -486,7 +638,7 @@ def build_report(loaded: Loaded, baseline: tuple[str, str] | None = None, tune: 
             not_compared += runs
             continue
         try:
-            report.comparisons.append(compare_data_set(runs, baseline, tune, select))
+            report.comparisons.append(compare_data_set(runs, baseline, tune, select, design, margins))
         except UserError as e:
             if select is not None or tune is not None or baseline is not None:
                 raise  # the user's own option is wrong: one line, not a warning
@@ -495,4 +647,5 @@ def build_report(loaded: Loaded, baseline: tuple[str, str] | None = None, tune: 
         raise UserError("; ".join(report.problems) or "nothing to compare")
     if not_compared:  # data sets where every run failed: listed with the first table's incomplete runs
         report.comparisons[0].not_completed += not_compared
+        report.comparisons[0].n_runs += len(not_compared)
     return report

@@ -61,6 +61,26 @@ def delta_cell(row: Row) -> str:
     return "baseline" if row.is_baseline else fmt_delta(row.delta)
 
 
+def interval_cell(row: Row) -> str:
+    """Δ's interval at the table's level (the caption gives it)."""
+    if row.verdict is None:
+        return "—"
+    lo, hi = row.verdict.interval
+    return f"[{lo:+.4f}, {hi:+.4f}]"
+
+
+def verdict_cell(row: Row) -> str:
+    """The word; an inconclusive row adds the seeds that would decide it (80% power at its Δ and spread)."""
+    if row.is_baseline:
+        return "baseline"
+    if row.verdict is None:
+        return "—"
+    if row.verdict.word != "inconclusive":
+        return row.verdict.word
+    needed = row.verdict.seeds_needed
+    return f"inconclusive (~{needed} seeds)" if needed else "inconclusive (>10,000 seeds)"
+
+
 def share_cell(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
@@ -72,8 +92,8 @@ def chosen_cell(row: Row) -> str:
     return f"{row.chosen.label} (1 of {len(row.trials)})"
 
 
-MAIN_COLUMNS = ("n", "mean ± std", "95% CI", "vs", "Δ", "test", "p", "p (BH)", "P(>)", "params", "attn params",
-                "head params", "FLOPs/sample", "train samples/s", "peak MB", "wall s")
+MAIN_COLUMNS = ("n", "mean ± std", "95% CI", "vs", "Δ", "Δ interval", "verdict", "test", "p", "p (adj)", "P(>)",
+                "params", "attn params", "head params", "FLOPs/sample", "train samples/s", "peak MB", "wall s")
 
 
 def main_columns(c: Comparison) -> list[str]:
@@ -81,12 +101,20 @@ def main_columns(c: Comparison) -> list[str]:
     return [*MAIN_COLUMNS[:1], *(["chosen"] if c.tuning else []), *MAIN_COLUMNS[1:]]
 
 
+def marks(row: Row) -> str:
+    """⚠ degenerate / reduced / undertrained beside n."""
+    found = [m for m in (row.mark, "undertrained" if row.undertrained else "") if m]
+    return "".join(f" ⚠ {m}" for m in found)
+
+
 def main_cells(c: Comparison, row: Row) -> list[str]:
     cost = row.cost
     tested = not row.is_baseline and row.reference is not None
-    return [n_cell(row) + (f" ⚠ {row.mark}" if row.mark else ""), *([chosen_cell(row)] if c.tuning else []),
+    return [n_cell(row) + marks(row), *([chosen_cell(row)] if c.tuning else []),
             primary_cell(row), ci_cell(row),
-            row.reference_label or "—", delta_cell(row), row.test if tested else "", fmt_p(row.p_value) if tested
+            row.reference_label or "—", delta_cell(row), interval_cell(row) if tested else "",
+            verdict_cell(row) if tested or row.is_baseline else "—",
+            row.test if tested else "", fmt_p(row.p_value) if tested
             else "", fmt_p(row.p_adjusted) if tested else "", share_cell(row.p_improvement) if tested else "",
             fmt_count(cost["params"]), fmt_count(cost["attention_params"]), fmt_count(cost["head_params"]),
             fmt_count(cost["flops_per_sample"]), fmt_plain(cost["train_samples_per_s"]),
@@ -95,10 +123,14 @@ def main_cells(c: Comparison, row: Row) -> list[str]:
 
 def method_line(c: Comparison) -> str:
     """How the table's figures were made, for its caption."""
-    parts = ["95% CI: t-interval over seeds, clipped to the metric's range",
-             "vs: the matched control, else the baseline; Δ and p: a paired t-test on shared seeds "
-             "(Welch's t where fewer than two are shared)",
-             f"p (BH): Benjamini–Hochberg across the table's {c.n_tests} tests",
+    parts = ["95% CI: t-interval of the mean over seeds, clipped to the metric's range",
+             "vs: the matched control, else the baseline; Δ: the mean per-seed difference over shared seeds "
+             "(paired t; Welch's t where fewer than two are shared)",
+             f"Δ interval: {c.design.describe(c.n_planned)}",
+             f"verdict: better/worse when the Δ interval excludes 0, equivalent when it lies inside ±δ "
+             f"(δ = {c.margin.describe()}), else inconclusive with the seeds per row that would decide it at 80% "
+             f"power, at the observed Δ and spread",
+             "p (adj): p × the same family, below α exactly when the interval excludes 0",
              "P(>): share of seed pairs in which the row beats its reference"]
     if c.tuning:
         parts.append(f"chosen: the setting of {', '.join(c.tuning)} with the best mean {c.selection} over seeds; "
@@ -137,10 +169,10 @@ def incomplete_rows(c: Comparison) -> list[list[str]]:
 
 
 # What the terminal table leaves out, in this order, when it is wider than the terminal: time and memory,
-# then throughput and FLOPs, then the interval, the p-value and the parameter counts. The rank, the settings,
-# n, the primary metric and Δ always stay; the markdown, csv and json formats keep every column.
+# then throughput and FLOPs, then the tests' details and the parameter counts. The rank, the settings, n, the
+# primary metric, Δ, its interval and the verdict always stay; markdown, csv and json keep every column.
 DROP_ORDER = ("wall s", "peak MB", "train samples/s", "FLOPs/sample", "head params", "params", "test", "p", "vs",
-              "attn params", "chosen", "P(>)", "95% CI", "p (BH)")
+              "attn params", "chosen", "P(>)", "95% CI", "p (adj)")
 
 
 def fit_columns(console: Any, headers: list[str], rows: list[list[str]], droppable: list[str]) -> list[int]:
@@ -263,15 +295,26 @@ def _row_record(c: Comparison, rank: int, row: Row) -> dict[str, Any]:
         "rank": rank, **row.values, "n": row.n, "seeds": row.seeds, "mean": row.mean, "std": row.std,
         "ci95_low": row.ci95[0] if row.ci95 else None, "ci95_high": row.ci95[1] if row.ci95 else None,
         "baseline": row.is_baseline, "reference": row.reference_label, "delta": row.delta, "test": row.test,
+        **_verdict_record(row),
         "p_value": row.p_value, "p_adjusted": row.p_adjusted, "p_improvement": row.p_improvement,
         "chosen": row.chosen.setting if row.chosen and c.tuning else None,
         "trials": [{"setting": t.setting, "selection_score": t.score, "n": len(t.runs)} for t in row.trials]
         if c.tuning else None,
         "not_completed": dict(Counter(r.status for r in row.not_completed)),
-        "attention": row.attention, "mark": row.mark,
+        "attention": row.attention, "mark": row.mark, "undertrained": row.undertrained,
         "metrics": {name: {"mean": m, "std": s} for name, (m, s) in sorted(row.metrics.items())},
         **row.cost,
     }
+
+
+VERDICT_FIELDS = ("delta_low", "delta_high", "interval_level", "verdict", "margin", "seeds_needed")
+
+
+def _verdict_record(row: Row) -> dict[str, Any]:
+    v = row.verdict
+    return {"verdict": v.word if v else None, "delta_low": v.interval[0] if v else None,
+            "delta_high": v.interval[1] if v else None, "interval_level": v.level if v else None,
+            "margin": v.margin if v else None, "seeds_needed": v.seeds_needed if v else None}
 
 
 def report_dict(report: Report) -> dict[str, Any]:
@@ -280,6 +323,9 @@ def report_dict(report: Report) -> dict[str, Any]:
         "data_sets": [{
             "data": c.data, "task": c.task, "primary": c.primary, "higher_is_better": c.higher_is_better,
             "baseline": c.baseline, "keys": c.keys, "tuning": c.tuning, "selection": c.selection, "notes": c.notes,
+            "family": {"tests": c.n_planned, "looks": c.design.looks, "alpha": c.design.alpha,
+                       "level": c.design.level(c.n_planned), "correction": "Bonferroni"},
+            "delta": c.margin.describe(),
             "rows": [_row_record(c, i, row) for i, row in enumerate(c.rows, 1)],
             "not_completed": [{"run_dir": str(r.path), "status": r.status, "error": r.error or None,
                                **{k: r.setting(k) for k in c.keys}, "seed": r.seed} for r in c.not_completed],
@@ -306,7 +352,7 @@ def render_csv(report: Report) -> str:
     keys = list(dict.fromkeys(k for c in report.comparisons for k in c.keys))
     metrics = list(dict.fromkeys(n for c in report.comparisons for n in c.metric_names if n != c.primary))
     header = ["data", "task", "primary", "higher_is_better", "rank", *keys, "n", "seeds", "mean", "std", "ci95_low",
-              "ci95_high", "baseline", "reference", "delta", "test", "p_value", "p_adjusted", "p_improvement", "chosen",
+              "ci95_high", "baseline", "reference", "delta", *VERDICT_FIELDS, "test", "p_value", "p_adjusted", "p_improvement", "chosen",
               "not_completed", *[f"{m} mean" for m in metrics],
               *[f"{m} std" for m in metrics], *COST, "attention", "mark"]
     buffer = io.StringIO()
@@ -314,16 +360,19 @@ def render_csv(report: Report) -> str:
     writer.writerow(header)
     for c in report.comparisons:
         for rank, row in enumerate(c.rows, 1):
+            verdict = _verdict_record(row)
             writer.writerow([c.data, c.task, c.primary, c.higher_is_better, rank,
                              *[row.values.get(k, "") for k in keys], row.n, " ".join(map(str, row.seeds)),
                              row.mean, _blank(row.std), _blank(row.ci95 and row.ci95[0]),
                              _blank(row.ci95 and row.ci95[1]), c.baseline if row.is_baseline else "",
-                             _blank(row.reference_label), _blank(row.delta), _blank(row.test), _blank(row.p_value),
+                             _blank(row.reference_label), _blank(row.delta),
+                             *[_blank(verdict[k]) for k in VERDICT_FIELDS], _blank(row.test), _blank(row.p_value),
                              _blank(row.p_adjusted), _blank(row.p_improvement),
                              row.chosen.label if row.chosen and c.tuning else "", len(row.not_completed),
                              *[_blank(row.metrics.get(m, (None,))[0]) for m in metrics],
                              *[_blank(row.metrics.get(m, (None, None))[1]) for m in metrics],
-                             *[_blank(row.cost.get(k)) for k in COST], row.attention, row.mark])
+                             *[_blank(row.cost.get(k)) for k in COST], row.attention,
+                             row.mark or ("undertrained" if row.undertrained else "")])
     return buffer.getvalue()
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from .verdict import Design
 
 NO_SUMMARY = "no summary"  # the status of a run that wrote no summary.json: still running, or killed hard
 
@@ -65,6 +66,7 @@ class Loaded:
     runs: list[RunRecord] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
     empty: list[str] = field(default_factory=list)  # paths given that hold no run
+    design: Design | None = None  # a sequential grid's design (its sweep directory's decide.json)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -180,10 +182,25 @@ def load_run(path: Path) -> RunRecord | tuple[Path, str]:
     return RunRecord(path=path, status=status, data=data, choices=choices, leaves=leaves, summary=summary)
 
 
+DESIGN_FILE = "decide.json"  # what a sequential grid (hydra/sweeper=decide) planned: α and its looks
+
+
+def read_design(path: Path) -> Design | None:
+    """The design a sequential grid wrote into its sweep directory, which its intervals must keep."""
+    try:
+        plan = json.loads((path / DESIGN_FILE).read_text())
+        return Design(alpha=float(plan["alpha"]), looks=int(plan["looks"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_runs(paths: Iterable[str]) -> Loaded:
     loaded = Loaded()
     seen: set[Path] = set()
     for path in expand_paths(paths):
+        design = read_design(path)
+        if design is not None and (loaded.design is None or design.looks > loaded.design.looks):
+            loaded.design = design  # several sweeps: the most looks any of them took, the stricter level
         dirs = find_run_dirs(path)
         if not dirs:
             loaded.empty.append(str(path))

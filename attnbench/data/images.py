@@ -325,14 +325,22 @@ def data_folder(path: str | None, data: str, layout: str) -> Path:
     return root
 
 
+def _draw(files: list[str], count: int | None, seed: list[int]) -> list[str]:
+    """``count`` of ``files`` drawn at random (``seed``: the split seed, the class and the split), in file order;
+    all of them when ``count`` is None or not smaller."""
+    if count is None or count >= len(files):
+        return files
+    return [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), count, replace=False))]
+
+
 def load_image_folder(path: str | None = None, image_size: int | None = None, val_fraction: float = 0.1,
                       split_seed: int = 0, per_class: int | None = None, cache: bool = True,
                       stream: Stream = "auto", memory_budget_mb: float | None = None) -> ImageData:
     """The user's own images: ``path/train/<class>/*.png|jpg`` and ``path/test/<class>/…``, optionally
     ``path/val/<class>/…`` (else val is carved from train). ``image_size`` resizes to a square; by default
-    every image is brought to the size of the first one. ``per_class`` keeps the first that many images of
-    each class (by file name) in every split: a class-balanced subset for a quick study, the others are never
-    decoded. The decoded images are cached (``cache``); ``stream`` (true, or auto above ``memory_budget_mb``)
+    every image is brought to the size of the first one. ``per_class`` keeps that many images of each class
+    in every split, drawn with ``split_seed``: a class-balanced subset for a quick study (a new one for each
+    seed under ``split_by_seed=true``), the others are never decoded. The decoded images are cached (``cache``); ``stream`` (true, or auto above ``memory_budget_mb``)
     leaves them on disk, read a batch at a time."""
     if per_class is not None and per_class < 1:
         raise UserError(f"data.per_class={per_class} must be at least 1 (or null for every image)")
@@ -355,7 +363,8 @@ def load_image_folder(path: str | None = None, image_size: int | None = None, va
         unknown = sorted(set(found) - set(index))
         if unknown:
             raise UserError(f"{split_dir} has classes that train lacks: {', '.join(unknown[:5])}")
-        found = {name: found[name][:per_class] for name in sorted(found)}
+        found = {name: _draw(found[name], per_class, [split_seed, index[name], split_dir.name == "test"])
+                 for name in sorted(found)}
         files = [f for name in found for f in found[name]]
         return files, np.array([index[name] for name in found for _ in found[name]], dtype=np.int64)
 

@@ -57,6 +57,10 @@ class Task(Protocol):
         """Metric name -> why its value is null in this run (e.g. ``test/evidence_mass``: the
         variant has no weights over tokens); written to summary.json under ``notes``."""
 
+    def test_items(self) -> int | None:
+        """How many scored items the test metric averages over (images, texts, episode queries); compare reads
+        it from summary.json to say when a metric is quantised or the test set dominates the spread."""
+
     def state_dict(self) -> dict[str, Any]:
         """Random state of the data pipeline (and anything else a resume needs)."""
 

@@ -28,6 +28,7 @@ from .build import (
     fits_task,
     parameters,
     plain,
+    split_seed_of,
     variant_classes,
 )
 from .caption import CaptionTask
@@ -76,6 +77,8 @@ def check(cfg: DictConfig, choices: dict[str, str]) -> None:
     check_settings(cfg)
     cls = task_class(cfg, choices)
     _, own = data_kwargs(cfg.data, LOADERS[cfg.data.name], cls.data_key_names(), f"data={choices['data']}")
+    if cfg.split_by_seed:
+        split_seed_of(cfg, LOADERS[cfg.data.name], f"data={choices['data']}")
     read_spec(cls.DataKeys, own, f"data={choices['data']}")
     read_spec(cls.Settings, plain(cfg.task), f"task={choices['task']}")
     label = f"backbone={choices['backbone']}"

@@ -22,7 +22,16 @@ from ..attention import diagnostics
 from ..backbones import SlotFactory
 from ..data import LOADERS
 from ..values import check_schema_values, setting
-from .build import attention_slots, backbone_class, backbone_slots, build_backbone, check_keys, data_kwargs, plain
+from .build import (
+    attention_slots,
+    backbone_class,
+    backbone_slots,
+    build_backbone,
+    check_keys,
+    data_kwargs,
+    plain,
+    split_seed_of,
+)
 
 
 @dataclass
@@ -63,6 +72,8 @@ class Task:
         self.model_name, self.data_name = choices["model"], choices["data"]  # messages and figure titles
         self.loader_kwargs, own = data_kwargs(cfg.data, LOADERS[cfg.data.name], self.data_key_names(),
                                               f"data={choices['data']}")
+        if cfg.split_by_seed:
+            self.loader_kwargs["split_seed"] = split_seed_of(cfg, LOADERS[cfg.data.name], f"data={choices['data']}")
         self.data_keys = read_spec(self.DataKeys, own, f"data={choices['data']}")
         self.settings = read_spec(self.Settings, plain(cfg.task), f"task={choices['task']}")
         self.backbone_cfg, self.backbone_label = cfg.backbone, f"backbone={choices['backbone']}"
@@ -92,6 +103,11 @@ class Task:
 
     def notes(self) -> dict[str, str]:
         return {}
+
+    def test_items(self) -> int | None:
+        """How many scored items the test metric averages over: its resolution, and its binomial error."""
+        test = getattr(getattr(self, "data", None), "test", None)
+        return len(test) if test is not None else None
 
     def save_artifacts(self, run_dir: Path) -> None:
         """Nothing beyond checkpoints, unless a family needs more (a vocabulary)."""

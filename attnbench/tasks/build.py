@@ -159,6 +159,15 @@ def build_backbone(backbone_cfg: DictConfig | Mapping, slots: dict[str, SlotFact
     return construct(backbone_class(cfg.pop("name"), label), cfg, label, slots=slots, **fixed)
 
 
+def split_seed_of(cfg: DictConfig, loader: Callable, label: str) -> int:
+    """The split a run draws under ``split_by_seed=true``: its own seed, so that every variant at one seed
+    shares the split; refused for a data set whose loader has a fixed split."""
+    if "split_seed" not in parameters(loader):
+        raise UserError(f"split_by_seed=true: {label} has a fixed split (its loader takes no split_seed); "
+                        f"leave split_by_seed=false")
+    return int(cfg.seed)
+
+
 def data_kwargs(data_cfg: DictConfig | Mapping, loader: Callable, task_keys: Iterable[str],
                 label: str) -> tuple[dict, dict]:
     """Split a data config into the loader's keyword arguments and the task's own keys, refusing others."""
