@@ -8,6 +8,7 @@ and compared per data set (see ``analysis``). ``runs`` reads run directories, ``
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -16,56 +17,60 @@ from .analysis import COST, Comparison, Report, build_report, parse_baseline, pa
 from .formats import FORMATS, render, render_markdown, render_table
 from .plot import plot
 from .runs import load_runs
+from .verdict import parse_margins
 
 # ---------------------------------------------------------------------------------------- the command
 
-USAGE = """usage: attnbench compare PATH... [--baseline KEY=VALUE] [--tune KEY,...|none] [--select METRIC[:max|min]]
-                         [--format table|markdown|csv|json] [--out FILE] [--plot FILE.png]
+DESCRIPTION = """Put the runs under PATH side by side: each variant's primary metric over seeds, Δ against its
+matched control or the baseline with an interval and a verdict (better, worse, equivalent, inconclusive with
+the seeds that would decide it), and the cost."""
 
-PATH: sweep directories, run directories or globs of them (outputs/multirun/2026-11-23/*). Runs are grouped by
-every setting that differs between them except the seed and the tuning keys, and compared per data set. A row
-with a matched control (model.reweight=true) is measured against it, the others against the baseline.
-  --baseline KEY=VALUE  the row the others are measured against (default model=none; a bare VALUE means model=VALUE)
-  --tune KEY,...        the settings tuned within each variant (default: the trainer.* keys that vary); each row
-                        keeps the setting with the best mean validation metric; none: every setting is a row
-  --select METRIC       the validation metric that chooses (default val/<primary>, in the primary's direction)
-  --format FORMAT       table (default, or from --out's suffix: .md, .csv, .json), markdown, csv, json
-  --out FILE            write the comparison to FILE instead of the terminal
-  --plot FILE.png       the metric per variant with 95% CI bars, and against parameters and throughput"""
+EPILOG = """PATH: sweep directories, run directories or globs of them (outputs/multirun/2026-11-23/*). Runs are
+grouped by every setting that differs between them except the seed and the tuning keys, and compared per data
+set. A row with a matched control (model.reweight=true) is measured against it, the others against the baseline.
+The Δ intervals of a table share α = 0.05 (Bonferroni; a sequential grid's looks too): docs/compare.md."""
 
 SUFFIX_FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
 
 
+def parser() -> argparse.ArgumentParser:
+    """compare's options (argparse, as every attnbench command); an error is one line, exit status 2."""
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:
+            raise UserError(f"compare: {message} (`attnbench compare --help` lists the options)")
+
+    out = Parser(prog="attnbench compare", description=DESCRIPTION, epilog=EPILOG,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    out.add_argument("paths", nargs="*", metavar="PATH", help="sweep directories, run directories or globs")
+    out.add_argument("--baseline", metavar="KEY=VALUE[,KEY=VALUE]",
+                     help="the row the others are measured against (default model=none; a bare VALUE means "
+                          "model=VALUE; add KEY=VALUE pairs when the baseline has several settings)")
+    out.add_argument("--tune", metavar="KEY,...|none",
+                     help="the settings tuned within each variant (default: the trainer.* keys that vary, budgets "
+                          "such as trainer.epochs excepted); each row keeps the setting with the best mean "
+                          "validation metric; none: every setting is a row")
+    out.add_argument("--select", metavar="METRIC[:max|min]",
+                     help="the validation metric that chooses (default val/<primary>, in the primary's direction)")
+    out.add_argument("--delta", metavar="DELTA",
+                     help="δ, the smallest effect worth deciding: in the metric's units (0.02) or a share of the "
+                          "reference's mean (2%%); default per metric: one point of an accuracy, 0.01 Pearson r, "
+                          "2%% of an error or loss (docs/compare.md)")
+    out.add_argument("--format", choices=FORMATS, help="table (default, or from --out's suffix: .md, .csv, .json)")
+    out.add_argument("--out", metavar="FILE", help="write the comparison to FILE instead of the terminal")
+    out.add_argument("--plot", metavar="FILE.png", help="the metric per variant with 95%% CI bars, and against "
+                                                        "parameters and throughput")
+    return out
+
+
 def parse_args(args: list[str]) -> dict[str, Any]:
     """PATH... and the options; the format comes from --out's suffix when --format is not given."""
-    options: dict[str, Any] = {"paths": [], "baseline": None, "tune": None, "select": None, "format": None,
-                               "out": None, "plot": None}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        name, sep, inline = arg.partition("=")
-        if name in ("--baseline", "--tune", "--select", "--format", "--out", "--plot"):
-            if sep:
-                value = inline
-            elif i + 1 < len(args):
-                i += 1
-                value = args[i]
-            else:
-                raise UserError(f"{name} needs a value (`attnbench compare --help`)")
-            options[name[2:]] = value
-        elif arg.startswith("-"):
-            raise UserError(f"unknown option {arg} (`attnbench compare --help` lists them)")
-        else:
-            options["paths"].append(arg)
-        i += 1
+    options = vars(parser().parse_args(args))
     if not options["paths"]:
         raise UserError("compare needs at least one PATH: a sweep directory, a run directory or a glob "
                         "(`attnbench compare --help`)")
     fmt = options["format"]
     if fmt is None:
         fmt = SUFFIX_FORMATS.get(Path(options["out"]).suffix.lower(), "table") if options["out"] else "table"
-    if fmt not in FORMATS:
-        raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     options["format"] = fmt
     if options["tune"] is not None:
         options["tune"] = [] if options["tune"] == "none" else [k for k in options["tune"].split(",") if k]
@@ -86,17 +91,18 @@ def run_compare(args: list[str]) -> int:
         print(f"error: {message}", file=sys.stderr, flush=True)
 
     if any(a in ("-h", "--help") for a in args):
-        print(USAGE)
+        print(parser().format_help(), end="")
         return 0
     try:
         options = parse_args(args)
+        margins = parse_margins(options["delta"])
         loaded = load_runs(options["paths"])
         for path in loaded.empty if loaded.runs or loaded.skipped else ():  # else the error says it
             warn(f"no runs in {path}")
         for path, why in loaded.skipped:
             warn(f"skipped {path}: {why}")
         report = build_report(loaded, parse_baseline(options["baseline"]), options["tune"],
-                              parse_selection(options["select"]))
+                              parse_selection(options["select"]), margins=margins or None)
     except UserError as e:
         error(str(e))
         return 2

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import UserError
 from .runs import Loaded, RunRecord
-from .verdict import Design, Margin, Verdict, default_margin, paired_verdict, welch_verdict
+from .verdict import Design, Margin, Verdict, default_margin, paired_verdict, parse_margins, welch_verdict
 
 # settings that never make two runs different variants: the seed is what is averaged over; the others change
 # where results go or how often progress is printed, not the results
@@ -571,7 +571,8 @@ def _apply_references(comparison: Comparison, baseline: dict[str, str] | None) -
     for row in comparison.rows:
         control = None
         for key, (on, off) in CONTROLS.items():
-            if row.values.get(key) == on:
+            # the switch may be on in every run (then it is no column): read it from the runs themselves
+            if row.values.get(key, row.runs[0].leaves.get(key)) == on:
                 control = by_values.get(tuple({**row.values, key: off}.items()))
                 row.no_control = control is None
         ref = control or references.get(tuple(row.values[k] for k in shared))
@@ -623,6 +624,7 @@ def build_report(loaded: Loaded, baseline: dict[str, str] | None = None, tune: l
         raise UserError(f"no runs in {', '.join(loaded.empty)} (a run directory holds .hydra/config.yaml and "
                         f"summary.json; pass a sweep directory, a run directory or a glob of them)")
     design = design or loaded.design or Design()
+    margins = margins or parse_margins(loaded.delta)
     by_data: dict[str, list[RunRecord]] = defaultdict(list)
     for run in loaded.runs:
         by_data[run.data].append(run)

@@ -67,6 +67,7 @@ class Loaded:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
     empty: list[str] = field(default_factory=list)  # paths given that hold no run
     design: Design | None = None  # a sequential grid's design (its sweep directory's decide.json)
+    delta: str | None = None  # and the δ it decided with
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -185,12 +186,13 @@ def load_run(path: Path) -> RunRecord | tuple[Path, str]:
 DESIGN_FILE = "decide.json"  # what a sequential grid (hydra/sweeper=decide) planned: α and its looks
 
 
-def read_design(path: Path) -> Design | None:
-    """The design a sequential grid wrote into its sweep directory, which its intervals must keep."""
+def read_design(path: Path) -> tuple[Design, str | None] | None:
+    """The design a sequential grid wrote into its sweep directory, which its intervals must keep, and its δ."""
     try:
         plan = json.loads((path / DESIGN_FILE).read_text())
-        return Design(alpha=float(plan["alpha"]), looks=int(plan["looks"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        delta = plan.get("delta")
+        return Design(alpha=float(plan["alpha"]), looks=int(plan["looks"])), None if delta is None else str(delta)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -198,9 +200,9 @@ def load_runs(paths: Iterable[str]) -> Loaded:
     loaded = Loaded()
     seen: set[Path] = set()
     for path in expand_paths(paths):
-        design = read_design(path)
-        if design is not None and (loaded.design is None or design.looks > loaded.design.looks):
-            loaded.design = design  # several sweeps: the most looks any of them took, the stricter level
+        planned = read_design(path)
+        if planned is not None and (loaded.design is None or planned[0].looks > loaded.design.looks):
+            loaded.design, loaded.delta = planned  # several sweeps: the one with the most looks, the stricter level
         dirs = find_run_dirs(path)
         if not dirs:
             loaded.empty.append(str(path))

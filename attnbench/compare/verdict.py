@@ -18,6 +18,7 @@ the same difference give p = 0.5, not 0).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -106,12 +107,22 @@ class Verdict:
     test: str  # "paired t" | "Welch t" | "sign-flip" (differences without spread)
     p_value: float | None
     margin: float | None  # δ in the metric's units
-    seeds_needed: int | None = None  # inconclusive rows: seeds per row that would decide at 80% power
+    spread: float  # the standard deviation of one per-seed difference (Welch: sqrt(s_a² + s_b²))
     pairs: int = 0  # shared seeds (paired) or the smaller side's seeds (Welch)
 
     @property
     def decided(self) -> bool:
         return self.word != "inconclusive"
+
+    @functools.cached_property
+    def seeds_needed(self) -> int | None:
+        """An inconclusive row: the seeds per row at which its interval would decide with 80% power, if the
+        observed Δ and spread held (None: more than MOST_SEEDS). Without spread, where the sign-flip test can."""
+        if self.decided:
+            return None
+        if self.spread == 0:
+            return next(k for k in range(self.pairs + 1, 64) if sign_flip_floor(k) <= 1 - self.level)
+        return _seeds_for_power(self.delta, self.spread, self.margin, self.level)
 
 
 def _t_quantile(df: float, level: float) -> float:
@@ -169,20 +180,16 @@ def paired_verdict(differences: list[float], level: float, margin: float | None,
         p = 1.0 if mean == 0 else sign_flip_floor(n)
         certain = sign_flip_floor(n) <= 1 - level
         interval = (mean, mean) if certain else span
-        word = word_for(interval, margin, higher_is_better)
-        needed = None
-        if word == "inconclusive":
-            needed = next(k for k in range(n + 1, 64) if sign_flip_floor(k) <= 1 - level)
-        return Verdict(word, mean, interval, level, "sign-flip", p, margin, needed, n)
+        return Verdict(word_for(interval, margin, higher_is_better), mean, interval, level, "sign-flip", p, margin,
+                       0.0, n)
     from scipy.special import stdtr
 
     half = _t_quantile(n - 1, level) * spread / math.sqrt(n)
     interval = (max(span[0], mean - half), min(span[1], mean + half))
     t = mean / (spread / math.sqrt(n))
     p = float(2 * stdtr(n - 1, -abs(t)))
-    word = word_for(interval, margin, higher_is_better)
-    needed = _seeds_for_power(mean, spread, margin, level) if word == "inconclusive" else None
-    return Verdict(word, mean, interval, level, "paired t", p, margin, needed, n)
+    return Verdict(word_for(interval, margin, higher_is_better), mean, interval, level, "paired t", p, margin,
+                   spread, n)
 
 
 def welch_verdict(mine: list[float], theirs: list[float], level: float, margin: float | None,
@@ -206,12 +213,10 @@ def welch_verdict(mine: list[float], theirs: list[float], level: float, margin: 
     half = _t_quantile(df, level) * se
     interval = (max(span[0], delta - half), min(span[1], delta + half))
     p = float(2 * stdtr(df, -abs(delta) / se))
-    word = word_for(interval, margin, higher_is_better)
     # seeds per side: the difference of two means of n seeds each has the variance of one of n paired
     # differences whose spread is sqrt(s_a² + s_b²)
-    needed = _seeds_for_power(delta, math.sqrt(var(mine) + var(theirs)), margin, level) \
-        if word == "inconclusive" else None
-    return Verdict(word, delta, interval, level, "Welch t", p, margin, needed, min(len(mine), len(theirs)))
+    return Verdict(word_for(interval, margin, higher_is_better), delta, interval, level, "Welch t", p, margin,
+                   math.sqrt(var(mine) + var(theirs)), min(len(mine), len(theirs)))
 
 
 @dataclass(frozen=True)
