@@ -277,7 +277,8 @@ def test_bad_input_through_the_cli(tmp_path: Path) -> None:
     result = attnbench("compare", str(sweep), "--baseline", "trainer.lr=0.1", cwd=tmp_path)
     assert result.returncode == 2 and "baseline trainer.lr: not a setting that differs" in result.stderr
     result = attnbench("compare", str(sweep), "--format", "xlsx", cwd=tmp_path)
-    assert result.returncode == 2 and "invalid choice: 'xlsx' (choose from 'table', 'markdown', 'csv', 'json')" in result.stderr
+    assert result.returncode == 2
+    assert "invalid choice: 'xlsx' (choose from 'table', 'markdown', 'csv', 'json')" in result.stderr
 
     only_failed = tmp_path / "failed"
     write_run(only_failed, "se", 0, None, status="failed", extra={"error": "boom"})

@@ -59,7 +59,7 @@ def test_each_word_where_it_belongs(tmp_path: Path) -> None:
 
     # the printed table: the interval, the word and the seeds an inconclusive row needs
     text = attnbench("compare", str(tmp_path / "b"), "--format", "markdown", cwd=tmp_path, check=True).stdout
-    assert f"| worse |" in text and f"inconclusive (~{v.seeds_needed} seeds)" in text
+    assert "| worse |" in text and f"inconclusive (~{v.seeds_needed} seeds)" in text
     assert "97.5% intervals (Bonferroni: α = 0.05 over 2 tests)" in text and "δ = 0.01" in text
 
 

@@ -376,7 +376,7 @@ def _finite_primary(run: RunRecord) -> bool:
 
 
 def compare_data_set(runs: list[RunRecord], baseline: dict[str, str] | None = None, tune: list[str] | None = None,
-                     select: tuple[str, bool | None] | None = None, design: Design = Design(),
+                     select: tuple[str, bool | None] | None = None, design: Design | None = None,
                      margins: dict[str, Margin] | None = None) -> Comparison:
     """Group the runs of one data set into rows and trials, choose each row's trial, compute the statistics."""
     completed = [r for r in runs if r.status == "completed"]
@@ -405,7 +405,7 @@ def compare_data_set(runs: list[RunRecord], baseline: dict[str, str] | None = No
     margins = margins or {}
     comparison = Comparison(data=data, task=str(completed[0].summary.get("task", "-")), primary=primary["name"],
                             higher_is_better=higher, keys=keys, rows=[], not_completed=[], baseline=None,
-                            tuning=tuning, design=design, n_runs=len(runs),
+                            tuning=tuning, design=design or Design(), n_runs=len(runs),
                             margin=margins.get(primary["name"], margins.get("*", default_margin(primary["name"]))))
     if tuning:
         metric, direction = _selection(primary["name"], higher, select, completed)
@@ -584,8 +584,9 @@ def _apply_references(comparison: Comparison, baseline: dict[str, str] | None) -
     for row, ref in pairs:
         measure_against(row, ref, comparison)
         if row.no_control:
-            comparison.notes.append(f"{row.label} has no matched control ({', '.join(f'{k}={off}' for k, (_, off) in CONTROLS.items())}"
-                                    f" is not among the runs): measured against {row.reference_label}, so its Δ "
+            switch = ", ".join(f"{k}={off}" for k, (_, off) in CONTROLS.items())
+            comparison.notes.append(f"{row.label} has no matched control ({switch} is not among the runs): "
+                                    f"measured against {row.reference_label}, so its Δ "
                                     f"includes what the variant adds besides its attention")
 
 

@@ -352,7 +352,8 @@ def render_csv(report: Report) -> str:
     keys = list(dict.fromkeys(k for c in report.comparisons for k in c.keys))
     metrics = list(dict.fromkeys(n for c in report.comparisons for n in c.metric_names if n != c.primary))
     header = ["data", "task", "primary", "higher_is_better", "rank", *keys, "n", "seeds", "mean", "std", "ci95_low",
-              "ci95_high", "baseline", "reference", "delta", *VERDICT_FIELDS, "test", "p_value", "p_adjusted", "p_improvement", "chosen",
+              "ci95_high", "baseline", "reference", "delta", *VERDICT_FIELDS, "test", "p_value", "p_adjusted",
+              "p_improvement", "chosen",
               "not_completed", *[f"{m} mean" for m in metrics],
               *[f"{m} std" for m in metrics], *COST, "attention", "mark"]
     buffer = io.StringIO()

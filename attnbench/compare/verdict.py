@@ -150,9 +150,8 @@ def _seeds_for_power(effect: float, spread: float, margin: float | None, level: 
     """The fewest seeds at which a paired t-interval at ``level`` would, with probability POWER, exclude 0
     (true difference ``effect``) or lie inside ±margin (when |effect| < margin); None beyond MOST_SEEDS."""
     import numpy as np
-    from scipy.stats import nct
-
     from scipy.special import stdtrit
+    from scipy.stats import nct
 
     n = np.arange(2, MOST_SEEDS + 1)
     df = n - 1

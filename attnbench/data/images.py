@@ -340,7 +340,8 @@ def load_image_folder(path: str | None = None, image_size: int | None = None, va
     ``path/val/<class>/…`` (else val is carved from train). ``image_size`` resizes to a square; by default
     every image is brought to the size of the first one. ``per_class`` keeps that many images of each class
     in every split, drawn with ``split_seed``: a class-balanced subset for a quick study (a new one for each
-    seed under ``split_by_seed=true``), the others are never decoded. The decoded images are cached (``cache``); ``stream`` (true, or auto above ``memory_budget_mb``)
+    seed under ``split_by_seed=true``), the others are never decoded. The decoded images are cached
+    (``cache``); ``stream`` (true, or auto above ``memory_budget_mb``)
     leaves them on disk, read a batch at a time."""
     if per_class is not None and per_class < 1:
         raise UserError(f"data.per_class={per_class} must be at least 1 (or null for every image)")
