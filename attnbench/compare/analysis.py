@@ -26,7 +26,16 @@ from typing import Any
 
 from ..errors import UserError
 from .runs import Loaded, RunRecord
-from .verdict import Design, Margin, Verdict, default_margin, paired_verdict, parse_margins, welch_verdict
+from .verdict import (
+    Design,
+    Margin,
+    Verdict,
+    default_margin,
+    paired_verdict,
+    parse_margins,
+    sign_flip_floor,
+    welch_verdict,
+)
 
 # settings that never make two runs different variants: the seed is what is averaged over; the others change
 # where results go or how often progress is printed, not the results
@@ -450,6 +459,7 @@ def compare_data_set(runs: list[RunRecord], baseline: dict[str, str] | None = No
     _apply_references(comparison, baseline)
     _correct(comparison)
     _check_variance(comparison)
+    _check_normality(comparison)
     undertrained = [row.label for row in comparison.rows if row.undertrained]
     if undertrained:
         comparison.notes.append(f"possibly undertrained: {', '.join(undertrained)} (most of their runs had their "
@@ -529,6 +539,18 @@ def _check_variance(comparison: Comparison) -> None:
     if fixed and len(fixed) == len(comparison.rows):
         comparison.notes.append("every seed used the same data split (split_by_seed=false): the intervals cover "
                                 "initialisation and data order, not which items were drawn for training and test")
+
+
+def _check_normality(comparison: Comparison) -> None:
+    """Where an exact, distribution-free test could not decide at all: the t-interval alone, on its assumption."""
+    level = comparison.design.level(comparison.n_planned)
+    few = sorted({row.verdict.pairs for row in comparison.rows if row.verdict and row.verdict.test == "paired t"
+                  and sign_flip_floor(row.verdict.pairs) > 1 - level})
+    if few:
+        n = few[-1]
+        comparison.notes.append(f"with {n} paired seeds or fewer an exact sign-flip test cannot go below p = 2/2^{n} "
+                                f"= {sign_flip_floor(n):.3g}, above α/m = {1 - level:.3g}: these intervals rest on "
+                                f"the t-distribution's assumption that the per-seed differences are normal")
 
 
 def _matches(row: Row, settings: dict[str, str]) -> bool:
