@@ -271,7 +271,8 @@ def test_the_note_says_when_the_split_is_fixed_and_the_test_set_dominates(tmp_pa
 
 def test_the_design_of_a_sequential_grid_keeps_its_level(tmp_path: Path) -> None:
     sweep = sweep_of(tmp_path / "s", {"none": [0.9, 0.91, 0.92], "se": [0.95, 0.96, 0.975]})
-    (sweep / "decide.json").write_text(json.dumps({"alpha": 0.05, "looks": 4, "delta": "0.02"}))
+    (sweep / "decide.json").write_text(json.dumps({"alpha": 0.05, "looks": 4, "delta": "0.02", "baseline": "se"}))
     c = report(sweep).comparisons[0]
-    assert c.design.looks == 4 and c.rows[0].verdict.level == pytest.approx(1 - 0.05 / 4)
-    assert c.margin == Margin(value=0.02)
+    assert c.design.looks == 4 and c.baseline == "model=se"
+    none = next(row for row in c.rows if row.label == "none")
+    assert none.verdict.level == pytest.approx(1 - 0.05 / 4) and c.margin == Margin(value=0.02)

@@ -648,6 +648,7 @@ def build_report(loaded: Loaded, baseline: dict[str, str] | None = None, tune: l
                         f"summary.json; pass a sweep directory, a run directory or a glob of them)")
     design = design or loaded.design or Design()
     margins = margins or parse_margins(loaded.delta)
+    baseline = baseline or parse_baseline(loaded.baseline)
     by_data: dict[str, list[RunRecord]] = defaultdict(list)
     for run in loaded.runs:
         by_data[run.data].append(run)

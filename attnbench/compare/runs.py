@@ -68,6 +68,7 @@ class Loaded:
     empty: list[str] = field(default_factory=list)  # paths given that hold no run
     design: Design | None = None  # a sequential grid's design (its sweep directory's decide.json)
     delta: str | None = None  # and the δ it decided with
+    baseline: str | None = None  # and the baseline it measured against
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -186,12 +187,14 @@ def load_run(path: Path) -> RunRecord | tuple[Path, str]:
 DESIGN_FILE = "decide.json"  # what a sequential grid (hydra/sweeper=decide) planned: α and its looks
 
 
-def read_design(path: Path) -> tuple[Design, str | None] | None:
-    """The design a sequential grid wrote into its sweep directory, which its intervals must keep, and its δ."""
+def read_design(path: Path) -> tuple[Design, str | None, str | None] | None:
+    """The design a sequential grid wrote into its sweep directory, which its intervals must keep, with the δ
+    and the baseline it decided with."""
     try:
         plan = json.loads((path / DESIGN_FILE).read_text())
-        delta = plan.get("delta")
-        return Design(alpha=float(plan["alpha"]), looks=int(plan["looks"])), None if delta is None else str(delta)
+        delta, baseline = plan.get("delta"), plan.get("baseline")
+        return (Design(alpha=float(plan["alpha"]), looks=int(plan["looks"])), None if delta is None else str(delta),
+                None if baseline is None else str(baseline))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -202,7 +205,7 @@ def load_runs(paths: Iterable[str]) -> Loaded:
     for path in expand_paths(paths):
         planned = read_design(path)
         if planned is not None and (loaded.design is None or planned[0].looks > loaded.design.looks):
-            loaded.design, loaded.delta = planned  # several sweeps: the one with the most looks, the stricter level
+            loaded.design, loaded.delta, loaded.baseline = planned  # several: the most looks, the stricter level
         dirs = find_run_dirs(path)
         if not dirs:
             loaded.empty.append(str(path))
