@@ -78,11 +78,11 @@ def test_an_impossible_plan_is_one_line(tmp_path: Path, override: str, said: str
 
 
 def test_a_real_grid_runs_to_a_verdict_and_resumes_after_ctrl_c(tmp_path: Path) -> None:
-    """none against se on digits, one epoch a run, pilot 2, one seed a look up to 4: interrupted with Ctrl-C
-    during the second look, then the same command again finishes the grid without rerunning a finished job."""
+    """none against se on digits, one epoch a run, pilot 2, then one seed more: interrupted with Ctrl-C during
+    the second look, then the same command again finishes the grid without rerunning a finished job."""
     command = [sys.executable, "-m", "attnbench", "train", "-m", "hydra/sweeper=decide", "model=none,se",
                "trainer.epochs=1", "logger=none", "hydra.sweeper.pilot=2", "hydra.sweeper.step=1",
-               "hydra.sweeper.max_seeds=4", "hydra.sweep.dir=grid"]
+               "hydra.sweeper.max_seeds=3", "hydra.sweep.dir=grid"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "COLUMNS": "200"})
     grid = tmp_path / "grid"
@@ -94,7 +94,8 @@ def test_a_real_grid_runs_to_a_verdict_and_resumes_after_ctrl_c(tmp_path: Path) 
     first, _ = process.communicate(timeout=120)
     assert process.returncode == 130, first
     finished = {p.name: (p / "summary.json").stat().st_mtime for p in run_dirs(grid)
-                if json.loads((p / "summary.json").read_text()).get("status") == "completed"}
+                if (p / "summary.json").exists()
+                and json.loads((p / "summary.json").read_text()).get("status") == "completed"}
     assert len(finished) >= 4  # the pilot: two configurations at seeds 0 and 1
 
     time.sleep(0.05)
@@ -102,14 +103,14 @@ def test_a_real_grid_runs_to_a_verdict_and_resumes_after_ctrl_c(tmp_path: Path) 
                             env={**os.environ, "COLUMNS": "200"})
     assert second.returncode == 0, second.stdout + second.stderr
     statuses = {p.name: json.loads((p / "summary.json").read_text())["status"] for p in run_dirs(grid)}
-    assert set(statuses.values()) == {"completed"} and len(statuses) >= 6
+    assert set(statuses.values()) == {"completed"} and len(statuses) >= 5
     for name, mtime in finished.items():  # skipped, not trained again
         assert (grid / name / "summary.json").stat().st_mtime == mtime
     plan = json.loads((grid / "decide.json").read_text())
-    assert plan["looks"] == 3 and plan["seed_counts"] == [2, 3, 4]
-    assert "decide: look 1 of 3" in second.stdout
+    assert plan["looks"] == 2 and plan["seed_counts"] == [2, 3]
+    assert "decide: look 1 of 2" in second.stdout
     table = attnbench("compare", str(grid), "--format", "json", cwd=tmp_path, check=True).stdout
     (c,) = json.loads(table)["data_sets"]
-    assert c["family"]["looks"] == 3 and c["family"]["level"] == pytest.approx(1 - 0.05 / 3)
+    assert c["family"]["looks"] == 2 and c["family"]["level"] == pytest.approx(1 - 0.05 / 2)
     (se,) = [r for r in c["rows"] if r["model"] == "se"]
     assert se["verdict"] in ("better", "worse", "equivalent", "inconclusive") and se["n"] >= 2
