@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from . import notes
+from .notes import BUDGET_KEYS
 from .runs import Loaded, RunRecord
 from .verdict import (
     Design,
@@ -33,7 +35,6 @@ from .verdict import (
     default_margin,
     paired_verdict,
     parse_margins,
-    sign_flip_floor,
     welch_verdict,
 )
 
@@ -48,8 +49,6 @@ BASELINE = ("model", "none")
 CONTROLS = {"model.reweight": ("true", "false")}
 # the settings that are tuned rather than compared, unless --tune names others
 TUNING_PREFIX = "trainer."
-# budgets: a longer schedule is another experiment, not a luckier trial, so these are rows, never tuned
-BUDGET_KEYS = ("trainer.epochs", "data.train_episodes", "task.episodes_per_step")
 # what the data is (the split among it) is never tuned either: a variant would keep its luckiest test set
 DATA_PREFIXES = ("data.", "data", "split_by_seed")
 COST = ("params", "attention_params", "head_params", "flops_per_sample", "train_samples_per_s",
@@ -399,18 +398,7 @@ def compare_data_set(runs: list[RunRecord], baseline: dict[str, str] | None = No
     swept = swept_keys(runs)
     tuning = tuning_keys(swept, tune)
     keys = [k for k in swept if k not in tuning]
-    rows: dict[tuple[str, ...], Row] = {}
-    for run in runs:
-        row = rows.setdefault(tuple(run.setting(k) for k in keys), Row(dict(zip(keys, (run.setting(k) for k in keys))),
-                                                                        [], []))
-        setting = {k: run.setting(k) for k in tuning}
-        trial = next((t for t in row.trials if t.setting == setting), None)
-        if trial is None:
-            trial = Trial(setting, [])
-            row.trials.append(trial)
-        trial.given.append(run)
-        if run.status == "completed":
-            trial.runs.append(run)
+    rows = group(runs, keys, tuning)
     margins = margins or {}
     comparison = Comparison(data=data, task=str(completed[0].summary.get("task", "-")), primary=primary["name"],
                             higher_is_better=higher, keys=keys, rows=[], not_completed=[], baseline=None,
@@ -422,27 +410,17 @@ def compare_data_set(runs: list[RunRecord], baseline: dict[str, str] | None = No
     elif select is not None:
         raise UserError(f"--select {select[0]}: nothing is tuned here (no trainer.* setting varies within a "
                         f"variant), so there is no trial to choose")
-    for row in rows.values():
-        row.trials.sort(key=lambda t: t.label)
+    for row in rows:
         if tuning:
             _choose(row, metric, direction)
         else:
             row.chosen = row.trials[0]
-        # the chosen trial's runs whose test value is not finite are set apart only now, after the choice,
-        # so that a test value can never change which trial is chosen
-        for run in row.chosen.given if row.chosen else []:
-            if run.status == "completed" and not _finite_primary(run):
-                run.status = "not finite"
-        row.runs = [r for r in row.chosen.given if r.status == "completed"] if row.chosen else []
-        row.not_completed = [r for t in row.trials for r in t.given if r.status != "completed"]
+        _settle(row)
         comparison.not_completed += row.not_completed
         if row.runs:
             comparison.rows.append(row)
         else:
-            counts = Counter(r.status for r in row.not_completed)
-            comparison.notes.append(f"{label(row.values)}: no run completed "
-                                    f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}), so it is not "
-                                    f"in the table")
+            comparison.notes.append(notes.never_completed(row))
     for row in comparison.rows:
         _statistics(row, primary["name"])
         if row.mark:
@@ -452,105 +430,43 @@ def compare_data_set(runs: list[RunRecord], baseline: dict[str, str] | None = No
         if duplicates:
             comparison.notes.append(f"{row.label}: seed {', '.join(map(str, duplicates))} appears in several runs "
                                     f"(the same run copied twice?); each is counted")
-    if tuning:
-        _check_tuning(comparison)
-    _check_budgets(comparison)
     comparison.rows.sort(key=lambda row: (-row.mean if higher else row.mean, row.label))
     _apply_references(comparison, baseline)
     _correct(comparison)
-    _check_variance(comparison)
-    _check_normality(comparison)
-    undertrained = [row.label for row in comparison.rows if row.undertrained]
-    if undertrained:
-        comparison.notes.append(f"possibly undertrained: {', '.join(undertrained)} (most of their runs had their "
-                                f"best validation epoch at the last; more epochs might still change the order)")
+    for check in (notes.tuning if tuning else None, notes.budgets, notes.variance, notes.normality,
+                  notes.undertrained):
+        if check is not None:
+            comparison.notes += check(comparison)
     return comparison
 
 
-def _check_tuning(comparison: Comparison) -> None:
-    """What could make a chosen setting a matter of luck or of budget, each in a note."""
-    counts = {row.label: len(row.trials) for row in comparison.rows}
-    most = max(counts.values())
-    fewer = sorted(label for label, n in counts.items() if n < most)
-    if fewer:
-        comparison.notes.append(f"unequal tuning budget: {', '.join(f'{x} ({counts[x]})' for x in fewer)} had fewer "
-                                f"trials than the {most} of the others; their chosen settings had less to choose from")
-    for row in comparison.rows:
-        unfinished = [t for t in row.trials if len(t.runs) < len(t.given)]
-        for trial in unfinished:
-            comparison.notes.append(f"{row.label}: trial {trial.label} did not finish every seed ({len(trial.runs)} "
-                                    f"of {len(trial.given)} completed); each missing seed counts against it")
-        seed_sets = {frozenset(map(str, t.seeds)) for t in row.trials}
-        if len(seed_sets) > 1:
-            comparison.notes.append(f"{row.label}: its trials were given different seeds "
-                                    f"({'; '.join(f'{t.label}: {sorted(t.seeds, key=str)}' for t in row.trials)}); "
-                                    f"their scores are not over the same seeds")
-        edges = []
-        for key in comparison.tuning:
-            values = {_as_number(t.setting[key]) for t in row.trials}
-            chosen = _as_number(row.chosen.setting[key]) if row.chosen else None
-            if None in values or chosen is None or len(values) < 2:
-                continue
-            if chosen in (min(values), max(values)):
-                edges.append(f"{key}={row.chosen.setting[key]} ({'largest' if chosen == max(values) else 'smallest'}"
-                             f" tried)")
-        if edges:
-            comparison.notes.append(f"{row.label}: chosen at the edge of the swept range, {', '.join(edges)}; the "
-                                    f"best setting may lie beyond it")
+def group(runs: list[RunRecord], keys: list[str], tuning: list[str]) -> list[Row]:
+    """Runs into rows (equal in every key) and each row's runs into trials (equal in every tuning key)."""
+    rows: dict[tuple[str, ...], Row] = {}
+    for run in runs:
+        values = {k: run.setting(k) for k in keys}
+        row = rows.setdefault(tuple(values.values()), Row(values, [], []))
+        setting = {k: run.setting(k) for k in tuning}
+        trial = next((t for t in row.trials if t.setting == setting), None)
+        if trial is None:
+            trial = Trial(setting, [])
+            row.trials.append(trial)
+        trial.given.append(run)
+        if run.status == "completed":
+            trial.runs.append(run)
+    for row in rows.values():
+        row.trials.sort(key=lambda t: t.label)
+    return list(rows.values())
 
 
-def _as_number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _check_budgets(comparison: Comparison) -> None:
-    """Rows of different budgets side by side: say so (a Δ is only measured between rows of one budget)."""
-    for key in BUDGET_KEYS:
-        if key in comparison.keys:
-            values = sorted({row.values[key] for row in comparison.rows}, key=lambda v: (_as_number(v) or 0, v))
-            if len(values) > 1:
-                comparison.notes.append(f"rows of different budgets side by side ({key}: {', '.join(values)}): "
-                                        f"rank them with care; each Δ is measured against a reference of the same "
-                                        f"budget only")
-
-
-def _check_variance(comparison: Comparison) -> None:
-    """Where the seeds' spread is not the whole uncertainty: a fixed split, a test set of a few items."""
-    bounded = comparison.primary.split("/")[-1] in ("acc", "error")
-    sizes = {r.summary.get("test_items") for row in comparison.rows for r in row.runs}
-    items = min((s for s in sizes if isinstance(s, int) and s > 0), default=None)
-    fixed = [row for row in comparison.rows if not any(r.leaves.get("split_by_seed") == "true" for r in row.runs)]
-    margin = comparison.margin.resolve(comparison.rows[0].mean) if comparison.rows else None
-    if bounded and items:
-        if margin is not None and 1 / items >= margin / 2:
-            comparison.notes.append(f"{comparison.primary} is quantised: {items} test items, so it moves in steps of "
-                                    f"{1 / items:.4f}, and a few items decide an effect of δ = {margin:g}")
-        noisy = [row.label for row in comparison.rows
-                 if row.std is not None and math.sqrt(max(row.mean * (1 - row.mean), 0) / items) > row.std]
-        if noisy:
-            where = ("every seed is scored on the same test items, so the intervals leave out the test set's own "
-                     "sampling error; split_by_seed=true draws a split per seed") if fixed else \
-                "each seed draws its own split, so the intervals include it"
-            comparison.notes.append(f"the test set dominates the spread of {', '.join(noisy)}: its binomial error "
-                                    f"on {items} items is larger than the spread over seeds ({where})")
-    if fixed and len(fixed) == len(comparison.rows):
-        comparison.notes.append("every seed used the same data split (split_by_seed=false): the intervals cover "
-                                "initialisation and data order, not which items were drawn for training and test")
-
-
-def _check_normality(comparison: Comparison) -> None:
-    """Where an exact, distribution-free test could not decide at all: the t-interval alone, on its assumption."""
-    level = comparison.design.level(comparison.n_planned)
-    few = sorted({row.verdict.pairs for row in comparison.rows if row.verdict and row.verdict.test == "paired t"
-                  and sign_flip_floor(row.verdict.pairs) > 1 - level})
-    if few:
-        n = few[-1]
-        comparison.notes.append(f"with {n} paired seeds or fewer an exact sign-flip test cannot go below p = 2/2^{n} "
-                                f"= {sign_flip_floor(n):.3g}, above α/m = {1 - level:.3g}: these intervals rest on "
-                                f"the t-distribution's assumption that the per-seed differences are normal")
+def _settle(row: Row) -> None:
+    """The chosen trial's completed runs become the row's. Those whose test value is not finite are set apart
+    only now, after the choice, so that a test value can never change which trial is chosen."""
+    for run in row.chosen.given if row.chosen else []:
+        if run.status == "completed" and not _finite_primary(run):
+            run.status = "not finite"
+    row.runs = [r for r in row.chosen.given if r.status == "completed"] if row.chosen else []
+    row.not_completed = [r for t in row.trials for r in t.given if r.status != "completed"]
 
 
 def _matches(row: Row, settings: dict[str, str]) -> bool:
