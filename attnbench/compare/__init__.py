@@ -15,7 +15,7 @@ from ..errors import UserError
 from .analysis import COST, Comparison, Report, build_report, parse_baseline, parse_selection
 from .formats import FORMATS, render, render_markdown, render_table
 from .plot import plot
-from .runs import load_runs
+from .runs import check_targets, load_runs
 
 # ---------------------------------------------------------------------------------------- the command
 
@@ -79,6 +79,8 @@ def run_compare(args: list[str]) -> int:
     import os
     import sys
 
+    from ..track.run import atomic_write
+
     def warn(message: str) -> None:  # stderr, so the csv and json on stdout stay machine-readable
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
@@ -90,6 +92,7 @@ def run_compare(args: list[str]) -> int:
         return 0
     try:
         options = parse_args(args)
+        check_targets(options["out"], options["plot"])
         loaded = load_runs(options["paths"])
         for path in loaded.empty if loaded.runs or loaded.skipped else ():  # else the error says it
             warn(f"no runs in {path}")
@@ -100,13 +103,12 @@ def run_compare(args: list[str]) -> int:
     except UserError as e:
         error(str(e))
         return 2
+    out, picture = options["out"], options["plot"]
     for problem in report.problems:
         warn(problem)
-    out, picture = options["out"], options["plot"]
     try:
         if out:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(render(report, options["format"], color=False))
+            atomic_write(Path(out), lambda f: f.write(render(report, options["format"], color=False).encode()))
             print(f"wrote {out}", file=sys.stderr)
         elif options["format"] == "table":
             from rich.console import Console
@@ -180,6 +182,7 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] =
     import sys
 
     from ..track.console import console
+    from ..track.run import atomic_write
 
     def warn(message: str) -> None:  # the console only: Hydra's own logging would print it a second time
         console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
@@ -197,7 +200,7 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] =
     console.file.flush()
     sys.stdout.write(render_table(report, width=console.width if console.is_terminal else None,
                                   color=console.is_terminal))
-    (sweep_dir / "compare.md").write_text(render_markdown(report))
+    atomic_write(sweep_dir / "compare.md", lambda f: f.write(render_markdown(report).encode()))
     plot_path = plot(report, sweep_dir / "compare.png")
     console.print(f"comparison written to {sweep_dir / 'compare.md'} and {plot_path} "
                   f"(`attnbench compare {sweep_dir}` prints it again, --help for formats)", soft_wrap=True)

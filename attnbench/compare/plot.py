@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..track.run import atomic_write
 from .analysis import Report
 from .formats import fmt_p
 
@@ -70,7 +71,8 @@ def plot(report: Report, path: Path) -> Path:
             if not points:
                 ax.text(0.5, 0.5, f"no {key} in the summaries", transform=ax.transAxes, ha="center")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:  # through a temporary file: an existing picture (or a symlink there) is replaced, never written through
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower(), dpi=110))
+    finally:
+        plt.close(fig)
     return path
