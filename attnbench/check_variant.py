@@ -217,7 +217,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--compile", default="aot_eager", choices=("aot_eager", "inductor", "off"),
                         help="torch.compile backend of the compile check (default aot_eager: seconds on a CPU)")
     parser.add_argument("keys", nargs="*", metavar="key=value", help="constructor keyword arguments (k=3)")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_intermixed_args(argv)  # key=value after --slot too, as the README writes it
     kwargs = {}
     for item in ns.keys:
         key, eq, value = item.partition("=")

@@ -630,6 +630,7 @@ def evaluate_run(args: list[str]) -> int:
     from .engine import Trainer
     from .errors import UserError
     from .job import fingerprint, open_logger, seed_everything
+    from .printable import markup
     from .tasks import build_task
     from .track import Logger, RunDirectory, json_ready
     from .track.console import console, format_value
@@ -652,11 +653,11 @@ def evaluate_run(args: list[str]) -> int:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         return fail(str(e))
-    table = Table(title=f"{run_dir} · best checkpoint")
+    table = Table(title=markup(f"{run_dir} · best checkpoint"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():
-        table.add_row(name, format_value(value))
+        table.add_row(markup(name), markup(format_value(value)))
     console.print(table)
     return 0
 
@@ -693,6 +694,7 @@ def list_catalogue(args: list[str]) -> int:
 
     from .attention import VARIANTS
     from .plugins import BACKBONE_GROUP, VARIANT_GROUP, entry_points, loaded
+    from .printable import markup
     from .tasks import TASKS, family_slots
     from .tasks.build import families_fitting, fits_task
     from .track.console import console
@@ -705,14 +707,15 @@ def list_catalogue(args: list[str]) -> int:
         variants.add_column(column)
     for name, v in {**VARIANTS, **plugins}.items():
         source = f"{v.paper} [plugin {entry_points(VARIANT_GROUP)[name].value}]" if name in plugins else v.paper
-        variants.add_row(name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())), source)
+        variants.add_row(*map(markup, (name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())),
+                                       source)))
     console.print(variants)
 
     data = Table(title="data sets")
     for column in ("data=", "task", "what it is"):
         data.add_column(column)
     for path in sorted((conf / "data").glob("*.yaml")):
-        data.add_row(path.stem, _task_of(conf, path), _describe(path))
+        data.add_row(*map(markup, (path.stem, _task_of(conf, path), _describe(path))))
     console.print(data)
 
     backbones = Table(title="backbones")
@@ -724,11 +727,12 @@ def list_catalogue(args: list[str]) -> int:
         name = OmegaConf.load(path).get("name")
         cls = BACKBONES.get(name)
         tasks = [family for family, task in TASKS.items() if name in task.backbones]
-        backbones.add_row(path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks), _describe(path))
+        backbones.add_row(*map(markup, (path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks),
+                                        _describe(path))))
     for name, cls in loaded(BACKBONE_GROUP).items():
         tasks = [family for family, task in TASKS.items() if fits_task(cls, name, task)]
         source = f"plugin {entry_points(BACKBONE_GROUP)[name].value}"
-        backbones.add_row(name, ", ".join(cls.slots), ", ".join(tasks), source)
+        backbones.add_row(*map(markup, (name, ", ".join(map(str, cls.slots)), ", ".join(tasks), source)))
     console.print(backbones)
     return 0
 

@@ -28,6 +28,7 @@ from .attention import Attention, attention_parameters
 from .data import last_load
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_resumable, distributed
 from .errors import UserError
+from .printable import markup
 from .signals import stop_signals
 from .tasks import build_task
 from .tasks.build import variant_classes
@@ -186,7 +187,8 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         found, checkpoint, why = _claim_sweep_job(run, fingerprint(cfg)) if world.main else (None, None, None)
         found, why = distributed.broadcast_object((found, why))  # rank 0 decides
         if found == "completed":
-            console.print(f"{run_dir}: already completed, skipped", soft_wrap=True)  # not logged: train.log stays
+            # not logged: train.log stays
+            console.print(markup(f"{run_dir}: already completed, skipped"), soft_wrap=True)
             return run.read_summary() or {}
         if found == "refused":
             raise UserError(why)

@@ -4,6 +4,8 @@ control. Run in-process (``run_compare``): each case costs milliseconds, not an 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from test_compare import write_run
 
 from attnbench.compare import run_compare
+from attnbench.printable import printable
 
 
 def compare(capsys, *args: str) -> tuple[int, str, str]:
@@ -162,3 +165,44 @@ def test_a_path_with_glob_characters_that_exists_is_taken_literally(tmp_path: Pa
     assert code == 0 and json.loads(out)["data_sets"][0]["rows"][0]["seeds"] == [0]
     code, out, err = compare(capsys, str(tmp_path / "d" / "run[0-9]"), "--format", "json")  # not there: a glob
     assert code == 0 and json.loads(out)["data_sets"][0]["rows"][0]["seeds"] == [1]
+
+
+# ---------------------------------------------------------------------------------------- text is data
+
+HOSTILE_NAMES = ["[/]", "[/bold]", "[bold red]loud", "[link=https://example.com]x", "v\x1b]0;retitled\x07",
+                 "red\x1b[31m", "two\nlines", "a|b", "rtl\u202eevil"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_names_from_summaries_print_as_themselves(tmp_path: Path, capsys, name: str) -> None:
+    runs = two_seeds(tmp_path / "sweep")
+    for run in runs:
+        edit_summary(run, lambda s: s.update(data=name))
+    shown = printable(name)
+    code, out, err = compare(capsys, tmp_path / "sweep")
+    assert code == 0, err
+    assert f"data={shown} · classify" in out and "\x1b" not in out and "\u202e" not in out
+    code, out, err = compare(capsys, tmp_path / "sweep", "--format", "markdown")
+    assert code == 0 and f"### data={shown} · classify" in out and "\x1b" not in out
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert all(line.endswith(" |") for line in rows) and len(rows) == 6  # two tables: a header and 2 rows each
+    code, out, err = compare(capsys, tmp_path / "sweep", "--format", "csv")  # the csv module quotes; data kept
+    assert [r[0] for r in csv.reader(io.StringIO(out))][1:] == [name, name]
+    code, out, err = compare(capsys, tmp_path / "sweep", "--plot", tmp_path / "p.png", "--format", "json")
+    assert code == 0 and (tmp_path / "p.png").stat().st_size > 0
+    assert json.loads(out)["data_sets"][0]["data"] == name
+
+
+def test_a_run_directory_and_an_error_with_markup_print_as_themselves(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "sweep[v2]"
+    runs = two_seeds(sweep)
+    failed = write_run(sweep, "se", 3, None, status="failed", extra={"error": "boom [/] [red]x\x1b[2J"})
+    edit_summary(runs[0], lambda s: s["primary"].update(name="test/$acc"))  # a lone $: no mathtext
+    edit_summary(runs[1], lambda s: s["primary"].update(name="test/$acc"))
+    edit_summary(runs[2], lambda s: s["primary"].update(name="test/$acc"))
+    edit_summary(runs[3], lambda s: s["primary"].update(name="test/$acc"))
+    edit_summary(failed, lambda s: s["primary"].update(name="test/$acc"))
+    code, out, err = compare(capsys, sweep, "--plot", tmp_path / "p.png")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "boom [/] [red]x\\x1b[2J" in text and "sweep[v2]" in text and "\x1b" not in out

@@ -1,0 +1,64 @@
+"""The command line under attack, from a terminal's point of view: text from plug-ins and paths is printed as
+itself (never Rich markup, never terminal control), a plug-in that exits at import is an error that names it,
+and check-variant takes its documented form."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from runner import assert_complete_summary, attnbench, run_dirs
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["data=digits", "logger=none", "trainer.epochs=1", "trainer.warmup_epochs=0", "trainer.batch_size=64",
+        "backbone.widths=[8,8]"]
+PAPER = "[/] Evil et al. [bold red]2026[/bold red] \x1b]0;retitled\x07"
+
+
+def hostile_plugins(tmp_path: Path) -> dict[str, str]:
+    """An environment with two installed plug-ins: one whose paper line is markup and escapes, one whose
+    module calls sys.exit(0) when imported."""
+    site = tmp_path / "site"
+    (site / "evil_attn").mkdir(parents=True)
+    (site / "evil_attn" / "__init__.py").write_text(
+        "from torch import nn\n\n\nclass Loud(nn.Module):\n    slot = 'feature'\n"
+        f"    paper = {PAPER!r}\n\n    def __init__(self, channels, /):\n        super().__init__()\n\n"
+        "    def forward(self, x):\n        return x\n")
+    (site / "exiting.py").write_text("import sys\n\nsys.exit(0)\n")
+    info = site / "evil_attn-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: evil-attn\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[attnbench.variants]\nloud = evil_attn:Loud\nquits = exiting:Gone\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", str(ROOT))])}
+
+
+def test_plugin_text_is_printed_as_itself_and_an_exiting_plugin_is_named(tmp_path: Path) -> None:
+    env = hostile_plugins(tmp_path)
+    listed = attnbench("list", cwd=tmp_path, env={**env, "COLUMNS": "400"})
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "│ loud" in line)
+    assert "[/] Evil et al. [bold red]2026[/bold red] \\x1b]0;retitled\\x07 [plugin evil_attn:Loud]" in row, row
+    assert "\x1b" not in listed.stdout
+    quits = [line for line in listed.stdout.splitlines() if "'quits'" in line]
+    assert len(quits) == 1 and "calls sys.exit(0) when imported" in quits[0], listed.stdout
+
+    trained = attnbench("train", "model=quits", *TINY, cwd=tmp_path, env=env)
+    assert trained.returncode == 2 and "plugin variant 'quits'" in trained.stderr, trained.stderr
+    assert "sys.exit(0)" in trained.stderr and "Traceback" not in trained.stderr
+    checked = attnbench("check-variant", "exiting:Gone", "--slot", "feature", cwd=tmp_path, env=env)
+    assert checked.returncode == 2 and checked.stderr.startswith("error: exiting:Gone: cannot import exiting")
+    assert "sys.exit(0)" in checked.stderr
+
+
+def test_check_variant_takes_keyword_arguments_after_the_slot(tmp_path: Path) -> None:
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "examples" / "my_attention"), str(ROOT)])}
+    result = attnbench("check-variant", "my_attention.eca:ECA", "--slot", "feature", "kernel_size=3", "--compile",
+                       "off", cwd=tmp_path, env=env)
+    assert result.returncode == 0 and "ECA passes every feature-slot check" in result.stdout, result.stderr
+
+
+def test_a_run_directory_named_with_markup_completes_and_prints_as_itself(tmp_path: Path) -> None:
+    result = attnbench("train", *TINY, "model=se", 'hydra.run.dir="out/a[/]b[v2]"', cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"run directory: {tmp_path / 'out' / 'a[/]b[v2]'}" in result.stdout
+    assert_complete_summary(run_dirs(tmp_path / "out")[0])
