@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from runner import assert_complete_summary, attnbench, run_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,3 +63,52 @@ def test_a_run_directory_named_with_markup_completes_and_prints_as_itself(tmp_pa
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"run directory: {tmp_path / 'out' / 'a[/]b[v2]'}" in result.stdout
     assert_complete_summary(run_dirs(tmp_path / "out")[0])
+
+
+LONG = "1" * 300
+REFUSED_BEFORE_THE_RUN = {
+    "negative widths": (["backbone.widths=[-4,64]"], {}, "backbone.widths must be at least 1, got [-4, 64]"),
+    "a grid of no jobs": (["-m", "seed=range(5,0)"], {}, "has no jobs: a sweep in it lists no value"),
+    "a glob matching nothing": (["-m", "model=glob(zz*)"], {}, "model=glob(zz*) matches no model option"),
+    "a folder name over 255 bytes": (["-m", f"trainer.lr=0.1,{LONG}"], {}, "bytes, over the 255 a file name"),
+    "a project with a slash": (["logger=wandb", "logger.mode=offline", "logger.project=a/b"], {},
+                               "logger.project='a/b': W&B refuses it"),
+    "an entity with a slash": (["logger=wandb", "logger.mode=offline"], {"WANDB_ENTITY": "me/you"},
+                               "WANDB_ENTITY='me/you': W&B refuses it"),
+    "a group with a slash": (["logger=wandb", "logger.mode=offline"], {"WANDB_RUN_GROUP": "a/b"},
+                             "WANDB_RUN_GROUP='a/b': W&B refuses it"),
+    "an empty tag": (["logger=wandb", "logger.mode=offline", 'logger.tags=[""]'], {},
+                     "logger.tags: the tag '' has 0 characters"),
+    "a 100-character tag": (["logger=wandb", "logger.mode=offline"], {"WANDB_TAGS": "ok," + "t" * 100},
+                            "WANDB_TAGS: the tag 'tttt"),
+    "an unwritable WANDB_DIR": (["logger=wandb", "logger.mode=offline"], {"WANDB_DIR": "{tmp}/a-file/wandb"},
+                                "a-file is not a folder this process can write to"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_BEFORE_THE_RUN)
+def test_values_that_cannot_work_are_refused_before_the_run_exists(tmp_path: Path, case: str) -> None:
+    overrides, env, message = REFUSED_BEFORE_THE_RUN[case]
+    (tmp_path / "a-file").write_text("not a folder")
+    env = {k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()}
+    result = attnbench("train", *TINY, *overrides, cwd=tmp_path, env=env)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "outputs").exists()
+
+
+def test_a_config_dir_with_broken_yaml_or_a_blocked_target_is_one_line(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "hydra" / "callbacks").mkdir(parents=True)
+    (conf / "model" / "broken.yaml").write_text("name: se\nreduction: [1,\n")
+    (conf / "hydra" / "callbacks" / "evil.yaml").write_text(
+        "# @package _global_\nhydra:\n  callbacks:\n    evil:\n      _target_: os.remove\n      path: victim\n")
+    (tmp_path / "victim").write_text("keep me")
+    for overrides, message in ((["model=broken"], "broken.yaml, line 3: not valid YAML"),
+                               (["hydra/callbacks=evil"], "hydra.callbacks.evil: Target 'os.remove' is blocklisted")):
+        result = attnbench("train", *TINY, "--config-dir", str(conf), *overrides, cwd=tmp_path)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-3000:]
+        assert "Traceback" not in result.stderr and not (tmp_path / "outputs").exists()
+    assert (tmp_path / "victim").read_text() == "keep me"
