@@ -162,8 +162,20 @@ class _SafeLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
+# The largest summary.json or .hydra YAML read: attnbench writes a few kilobytes; a bigger file is not a run's
+MAX_BYTES = 16 * 2**20
+
+
+def _read_text(path: Path) -> str:
+    """The text of a run's file, refused (ValueError) when it is larger than any run writes."""
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise ValueError(f"it is {size / 2**20:.0f} MB, more than the {MAX_BYTES // 2**20} MB a run's file has")
+    return path.read_text()
+
+
 def _read_yaml(path: Path) -> Any:
-    return yaml.load(path.read_text(), Loader=_SafeLoader)  # noqa: S506 - a SafeLoader, stricter still
+    return yaml.load(_read_text(path), Loader=_SafeLoader)  # noqa: S506 - a SafeLoader, stricter still
 
 
 def _shape_problem(summary: Any) -> str | None:
@@ -218,9 +230,10 @@ def _summary_problem(summary: Any) -> str | None:
         if not isinstance(summary["metrics"], dict):
             return "its metrics are not a JSON object"
     if isinstance(primary, dict):
-        if "name" in primary and not isinstance(primary["name"], str):
+        # a run that failed before its task existed writes null for each: it is still listed as failed
+        if primary.get("name") is not None and not isinstance(primary["name"], str):
             return f"its primary.name is {_shown(primary['name'])}, not a string"
-        if "higher_is_better" in primary and not isinstance(primary["higher_is_better"], bool):
+        if primary.get("higher_is_better") is not None and not isinstance(primary["higher_is_better"], bool):
             return (f"its primary.higher_is_better is {_shown(primary['higher_is_better'])}, not true or false "
                     f"(a JSON boolean, unquoted)")
         value = primary.get("value")
@@ -250,7 +263,7 @@ def load_run(path: Path) -> RunRecord | tuple[Path, str]:
     summary: dict[str, Any] = {}
     if summary_path.is_file():
         try:
-            summary = json.loads(summary_path.read_text())
+            summary = json.loads(_read_text(summary_path))
         except RecursionError:
             return summary_path, f"unusable: it nests deeper than {MAX_DEPTH} levels"
         except (OSError, ValueError) as e:
