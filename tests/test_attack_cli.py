@@ -112,3 +112,25 @@ def test_a_config_dir_with_broken_yaml_or_a_blocked_target_is_one_line(tmp_path:
         assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-3000:]
         assert "Traceback" not in result.stderr and not (tmp_path / "outputs").exists()
     assert (tmp_path / "victim").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("text", ["a\\nb", "a'b", "a\\'b", "ends\\", "x\\\\y", "[/]", "sp ace", 'q"d', "é", "a,b",
+                                  "\\\\'", "🙂/run", "tab\there"])
+def test_a_directory_handed_to_hydra_names_the_directory_that_was_claimed(text: str) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from attnbench.launch import override_value
+
+    assert OverridesParser.create().parse_override(f"hydra.run.dir={override_value(text)}").value() == text
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    ([], "error: check-variant needs a TARGET"),
+    (["--slot", "feature"], "error: check-variant needs a TARGET"),
+    (["x:Y", "--compile", "bogus"], "error: check-variant argument --compile: invalid choice: 'bogus'"),
+])
+def test_check_variant_usage_errors_are_one_line(tmp_path: Path, args: list[str], line: str) -> None:
+    result = attnbench("check-variant", *args, cwd=tmp_path)
+    errors = [e for e in result.stderr.splitlines() if e.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1 and errors[0].startswith(line), result.stderr
+    assert "usage:" not in result.stderr
