@@ -5,6 +5,7 @@ and check-variant takes its documented form."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,49 @@ def test_check_variant_usage_errors_are_one_line(tmp_path: Path, args: list[str]
     errors = [e for e in result.stderr.splitlines() if e.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1 and errors[0].startswith(line), result.stderr
     assert "usage:" not in result.stderr
+
+
+LOGGER = {"name": "wandb", "mode": "offline", "project": "attnbench", "entity": None, "group": None, "tags": [],
+          "log_checkpoints": "none"}
+WANDB_SETTINGS = {  # (logger changes, explicit keys, environment, refused with)
+    "logger=none ignores a bad WANDB_DIR": ({"name": "none"}, set(), {"WANDB_DIR": "{file}/x"}, None),
+    "mode disabled ignores a bad project": ({"mode": "disabled", "project": "a/b"}, set(), {}, None),
+    "WANDB_MODE=disabled ignores a bad project": ({"project": "a/b"}, set(), {"WANDB_MODE": "disabled"}, None),
+    "logger.project on the command line wins over WANDB_PROJECT": ({}, {"logger.project"},
+                                                                    {"WANDB_PROJECT": "a/b"}, None),
+    "WANDB_TAGS of blanks only": ({}, set(), {"WANDB_TAGS": " , ,"}, None),
+    "a 64-character tag": ({"tags": ["t" * 64]}, set(), {}, None),
+    "a 65-character tag": ({"tags": ["t" * 65]}, set(), {}, "has 65 characters; W&B takes 1 to 64"),
+    "a 128-character project": ({"project": "p" * 128}, set(), {}, None),
+    "a 129-character project": ({"project": "p" * 129}, set(), {}, "W&B refuses it"),
+    "a project with #": ({"project": "a#b"}, set(), {}, "none of / \\ # ? % :"),
+    "a blank project": ({"project": " "}, set(), {}, "W&B refuses it"),
+    "a WANDB_DIR to be made": ({}, set(), {"WANDB_DIR": "{tmp}/new/wandb"}, None),
+    "a WANDB_DIR that is a file": ({}, set(), {"WANDB_DIR": "{file}"}, "is not a folder this process can write"),
+    "a relative WANDB_DIR": ({}, set(), {"WANDB_DIR": "relative/wandb"}, None),
+    "an entity of null": ({"entity": None}, set(), {}, None),
+    "a unicode group": ({"group": "gruppe-ä"}, set(), {}, None),
+}
+
+
+@pytest.mark.parametrize("case", WANDB_SETTINGS)
+def test_wandb_settings_and_environment_combinations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      case: str) -> None:
+    from omegaconf import OmegaConf
+
+    from attnbench.errors import UserError
+    from attnbench.track.wandb_logger import check_settings
+
+    changes, explicit, env, refused = WANDB_SETTINGS[case]
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    for key in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_GROUP", "WANDB_TAGS", "WANDB_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.replace("{file}", str(tmp_path / "a-file")).replace("{tmp}", str(tmp_path)))
+    cfg = OmegaConf.create({**LOGGER, **changes})
+    if refused is None:
+        check_settings(cfg, explicit)
+    else:
+        with pytest.raises(UserError, match=re.escape(refused)):
+            check_settings(cfg, explicit)
