@@ -11,6 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from .printable import markup
 from .track.console import console
 
 # the outcome of the last multirun in this process, read by the CLI to set its exit status
@@ -43,14 +44,14 @@ class SweepSummary(Callback):
         last_sweep.clear()
         last_sweep.update(dir=sweep_dir, counts=dict(counts), failed=failed)
         tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        console.print(f"sweep {sweep_dir}: {len(statuses)} jobs, {tally}")
+        console.print(markup(f"sweep {sweep_dir}: {len(statuses)} jobs, {tally}"))
         for run_dir in failed:
-            console.print(f"[yellow]not completed:[/yellow] {run_dir} ({statuses[run_dir]})")
+            console.print(f"[yellow]not completed:[/yellow] {markup(f'{run_dir} ({statuses[run_dir]})')}")
         try:
             from .compare import sweep_report
 
             sweep_report(sweep_dir, config.get("logger"), list(OmegaConf.select(config, "hydra.overrides.task") or []))
         except Exception as e:  # the jobs are done and counted: a failed summary must not lose that
             logging.getLogger("attnbench").exception("sweep comparison failed")
-            console.print(f"[yellow]warning:[/yellow] no comparison table: {type(e).__name__}: {e} "
-                          f"(`attnbench compare {sweep_dir}` tries again)")
+            console.print("[yellow]warning:[/yellow] " + markup(f"no comparison table: {type(e).__name__}: {e} "
+                                                                 f"(`attnbench compare {sweep_dir}` tries again)"))

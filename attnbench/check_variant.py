@@ -208,16 +208,25 @@ def _value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as the one-line UserError every command ends with (not its usage text)."""
+
+    def error(self, message: str) -> None:
+        if "required" in message:  # intermixed parsing names the optional key=value list too
+            message = "needs a TARGET: pkg.module:Class, path/to/file.py:Class or a variant name"
+        raise UserError(f"check-variant {message} (`attnbench check-variant --help`)")
+
+
 def main(argv: list[str]) -> int:
     from .track.console import error, info
 
-    parser = argparse.ArgumentParser(prog="attnbench check-variant", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="attnbench check-variant", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", help="pkg.module:Class, path/to/file.py:Class, or a variant name (se, eca)")
     parser.add_argument("--slot", help="the slot kind to check; default: the class's own `slot`")
     parser.add_argument("--compile", default="aot_eager", choices=("aot_eager", "inductor", "off"),
                         help="torch.compile backend of the compile check (default aot_eager: seconds on a CPU)")
     parser.add_argument("keys", nargs="*", metavar="key=value", help="constructor keyword arguments (k=3)")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_intermixed_args(argv)  # key=value after --slot too, as the README writes it
     kwargs = {}
     for item in ns.keys:
         key, eq, value = item.partition("=")

@@ -162,6 +162,56 @@ def _split_args(args: list[str]) -> tuple[list[str], bool, bool]:
     return _with_search_path(overrides, _config_dirs(args)), multirun, informational
 
 
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def _flags_first(args: list[str]) -> list[str]:
+    """``args`` with Hydra's flags (and their values) before the overrides: Hydra's parser takes overrides
+    only before its first flag, so ``data=digits --config-dir DIR model=mine`` would end in its usage text."""
+    flags, overrides = [], []
+    rest = iter(args)
+    for arg in rest:
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        flags.append(arg)
+        if arg in HYDRA_VALUE_FLAGS:
+            flags.append(next(rest, ""))
+        elif arg in ("-i", "--info"):
+            value = next(rest, None)
+            if value is not None:
+                (flags if value in INFO_CHOICES else overrides).append(value)
+    return [*flags, *overrides]
+
+
+def _yaml_error(e: Exception) -> str:
+    """A YAML file that does not parse, in one line: the file, the line and what is wrong."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}: " if mark is not None else ""
+    return f"{where}not valid YAML ({getattr(e, 'problem', None) or str(e).splitlines()[0]})"
+
+
+def _check_callbacks(cfg: DictConfig) -> None:
+    """Refuse a ``hydra.callbacks`` entry whose ``_target_`` Hydra's instantiation policy blocks, before
+    anything runs (Hydra itself would refuse it in seven lines once the run started)."""
+    from hydra.errors import InstantiationException
+
+    from .errors import UserError
+
+    try:  # Hydra's own policy check, without calling the target
+        from hydra._internal.target_policy import _authorize_target_name
+    except ImportError:  # a Hydra without it checks when it instantiates
+        return
+    for name, callback in (cfg.hydra.get("callbacks") or {}).items():
+        target = callback.get("_target_") if hasattr(callback, "get") else None
+        if isinstance(target, str):
+            try:
+                _authorize_target_name(target, target, f"hydra.callbacks.{name}")
+            except InstantiationException as e:
+                first = " ".join(str(e).split())
+                raise UserError(f"hydra.callbacks.{name}: {first}") from None
+
+
 def _config_dirs(args: list[str]) -> list[str]:
     dirs = []
     for i, arg in enumerate(args):
@@ -195,12 +245,14 @@ def expand_jobs(compose: Callable[[list[str]], DictConfig], overrides: list[str]
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from .values import path_exists
+
     # glob(...) lists a group's options through the config loader (of the composer around us)
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     parsed = parser.parse_overrides(overrides)
     for o in parsed:
         key, _, value = o.input_line.partition("=")
-        if o.is_sweep_override() and "," in value and Path(value).expanduser().exists():
+        if o.is_sweep_override() and "," in value and path_exists(value):
             raise ValueError(f"{o.input_line} names a path with a comma, which Hydra reads as several values; "
                              f"quote it: {quoted(key, value)}")
     if not multirun:
@@ -247,6 +299,9 @@ def expand_globs(overrides: list[str]) -> tuple[list[str], list[str]]:
                 out.append(o.input_line)
                 continue
             key, kept, left = o.get_key_element(), [], []
+            if not list(o.sweep_string_iterator()):
+                options = GlobalHydra.instance().config_loader().get_group_options(key)
+                raise UserError(f"{o.input_line} matches no {key} option (they are: {', '.join(options)})")
             for value in o.sweep_string_iterator():
                 try:
                     cfg = compose([*fixed, f"{key}={value}"])
@@ -267,6 +322,7 @@ def expand_globs(overrides: list[str]) -> tuple[list[str], list[str]]:
 def compose_jobs(overrides: list[str], multirun: bool) -> list[tuple[str, DictConfig]]:
     """(prefix for messages, composed config with its Hydra node) of every job; a UserError naming the first
     that does not compose, or that adds a key (``+trainer.foo=1``) the trainer or logger schema lacks."""
+    import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -276,20 +332,48 @@ def compose_jobs(overrides: list[str], multirun: bool) -> list[tuple[str, DictCo
     with composer() as compose:
         try:
             jobs = expand_jobs(compose, overrides, multirun)
+        except yaml.YAMLError as e:
+            raise UserError(_yaml_error(e)) from None
         except (HydraException, OmegaConfBaseException, ValueError) as e:
             raise UserError(_composition_error(e, overrides, multirun)) from None
+        if not jobs:
+            raise UserError(f"the grid {' '.join(overrides)} has no jobs: a sweep in it lists no value "
+                            f"(range(5,0) is empty; range(5,0,-1) counts down)")
         composed = []
         for job in jobs:
             prefix = f"job {','.join(job)}: " if len(jobs) > 1 else ""
             try:
                 cfg = compose(job)
                 check_schema_keys(cfg)
+                _check_callbacks(cfg)
+            except yaml.YAMLError as e:
+                raise UserError(prefix + _yaml_error(e)) from None
             except (HydraException, OmegaConfBaseException) as e:
                 raise UserError(prefix + _composition_error(e, job)) from None
             except UserError as e:
                 raise UserError(prefix + str(e)) from None
+            _check_folder_names(prefix, cfg, multirun)
             composed.append((prefix, cfg))
     return composed
+
+
+def _check_folder_names(prefix: str, cfg: DictConfig, multirun: bool) -> None:
+    """Refuse a job whose directory would have a name the file system cannot hold: a grid job's folder is
+    named from its overrides (``hydra.sweep.subdir``), so a long value makes it too long."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .errors import UserError
+    from .values import NAME_MAX, long_part
+
+    try:
+        where = f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}" if multirun else str(cfg.hydra.run.dir)
+    except OmegaConfBaseException:  # a custom subdir that needs the running job: Hydra resolves it later
+        return
+    part = long_part(where)
+    if part:
+        raise UserError(f"{prefix}its directory name {part[:60]}… is {len(part.encode())} bytes, over the "
+                        f"{NAME_MAX} a file name holds; shorten the value (a long one can go in a YAML file under "
+                        f"--config-dir, picked by its name)")
 
 
 def print_job_configs(overrides: list[str], multirun: bool, args: list[str]) -> int:
@@ -331,10 +415,12 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
         return str(e)
     from .tasks import check, probe_grid
     from .track.run import check_writable
+    from .track.wandb_logger import check_settings, explicit_keys
 
     for prefix, cfg in composed:
         try:
             check(cfg, dict(cfg.hydra.runtime.choices))
+            check_settings(cfg.logger, explicit_keys(overrides))
             launch.check(cfg, multirun)
         except UserError as e:
             return prefix + str(e)
@@ -480,9 +566,13 @@ def train(args: list[str]) -> int:
         except UserError as e:
             return fail(str(e))
     if not informational:
+        from .errors import UserError
         from .track.console import info
 
-        expanded, notes = expand_globs(overrides)
+        try:
+            expanded, notes = expand_globs(overrides)
+        except UserError as e:
+            return fail(str(e))
         for note in notes:
             info(f"note: {note}")
         args = [expanded[overrides.index(a)] if a in overrides else a for a in args]
@@ -502,7 +592,7 @@ def train(args: list[str]) -> int:
         args = [*(a for a in args if not a.startswith(pinned)), *launch.directory_overrides(run_dir, sweep_dir)]
     register_schemas()
     main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
-    sys.argv = ["attnbench train", *args]
+    sys.argv = ["attnbench train", *_flags_first(args)]
     last_sweep.clear()
     try:
         main()
@@ -637,6 +727,7 @@ def evaluate_run(args: list[str]) -> int:
     from .engine import Trainer
     from .errors import UserError
     from .job import fingerprint, open_logger, seed_everything
+    from .printable import markup
     from .tasks import build_task
     from .track import Logger, RunDirectory, json_ready
     from .track.console import console, format_value
@@ -659,11 +750,11 @@ def evaluate_run(args: list[str]) -> int:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         return fail(str(e))
-    table = Table(title=f"{run_dir} · best checkpoint")
+    table = Table(title=markup(f"{run_dir} · best checkpoint"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():
-        table.add_row(name, format_value(value))
+        table.add_row(markup(name), markup(format_value(value)))
     console.print(table)
     return 0
 
@@ -700,6 +791,7 @@ def list_catalogue(args: list[str]) -> int:
 
     from .attention import VARIANTS
     from .plugins import BACKBONE_GROUP, VARIANT_GROUP, entry_points, loaded
+    from .printable import markup
     from .tasks import TASKS, family_slots
     from .tasks.build import families_fitting, fits_task
     from .track.console import console
@@ -712,14 +804,15 @@ def list_catalogue(args: list[str]) -> int:
         variants.add_column(column)
     for name, v in {**VARIANTS, **plugins}.items():
         source = f"{v.paper} [plugin {entry_points(VARIANT_GROUP)[name].value}]" if name in plugins else v.paper
-        variants.add_row(name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())), source)
+        variants.add_row(*map(markup, (name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())),
+                                       source)))
     console.print(variants)
 
     data = Table(title="data sets")
     for column in ("data=", "task", "what it is"):
         data.add_column(column)
     for path in sorted((conf / "data").glob("*.yaml")):
-        data.add_row(path.stem, _task_of(conf, path), _describe(path))
+        data.add_row(*map(markup, (path.stem, _task_of(conf, path), _describe(path))))
     console.print(data)
 
     backbones = Table(title="backbones")
@@ -731,11 +824,12 @@ def list_catalogue(args: list[str]) -> int:
         name = OmegaConf.load(path).get("name")
         cls = BACKBONES.get(name)
         tasks = [family for family, task in TASKS.items() if name in task.backbones]
-        backbones.add_row(path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks), _describe(path))
+        backbones.add_row(*map(markup, (path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks),
+                                        _describe(path))))
     for name, cls in loaded(BACKBONE_GROUP).items():
         tasks = [family for family, task in TASKS.items() if fits_task(cls, name, task)]
         source = f"plugin {entry_points(BACKBONE_GROUP)[name].value}"
-        backbones.add_row(name, ", ".join(cls.slots), ", ".join(tasks), source)
+        backbones.add_row(*map(markup, (name, ", ".join(map(str, cls.slots)), ", ".join(tasks), source)))
     console.print(backbones)
     return 0
 

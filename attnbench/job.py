@@ -28,6 +28,7 @@ from .attention import Attention, attention_parameters
 from .data import last_load
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_resumable, distributed
 from .errors import UserError
+from .printable import markup
 from .signals import stop_signals
 from .tasks import build_task
 from .tasks.build import variant_classes
@@ -186,7 +187,8 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
         found, checkpoint, why = _claim_sweep_job(run, fingerprint(cfg)) if world.main else (None, None, None)
         found, why = distributed.broadcast_object((found, why))  # rank 0 decides
         if found == "completed":
-            console.print(f"{run_dir}: already completed, skipped", soft_wrap=True)  # not logged: train.log stays
+            # not logged: train.log stays
+            console.print(markup(f"{run_dir}: already completed, skipped"), soft_wrap=True)
             return run.read_summary() or {}
         if found == "refused":
             raise UserError(why)
@@ -285,7 +287,7 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                 if not all(issubclass(cls, Attention) for cls in variant_classes(cfg.model)):
                     notes["attention"] = (f"model={choices['model']} is a plain nn.Module, not an attnbench "
                                           f"Attention: it reports no attention diagnostics (entropy, pictures, "
-                                          f"auxiliary losses) and attention_params does not count it")
+                                          f"auxiliary losses); attention_params counts its modules' parameters")
                 if notes:
                     summary["notes"] = notes
         except BaseException as e:
@@ -329,6 +331,13 @@ def attention_flags(record: dict[str, Any]) -> dict[str, Any]:
     summary.json)."""
     return {"summary": record["summary"], "params": record["params"],
             "degenerate": record["degenerate"] is not None, "reduced": record["reduced"]}
+
+
+def _attention_params(task: Any) -> int:
+    """The attention record's count when the run has one: it finds the variant's modules by their classes,
+    so a plain nn.Module plug-in counts too (``attention_parameters`` finds attnbench Attention modules only)."""
+    record = getattr(task, "attention", None)
+    return record["params"] if isinstance(record, dict) and "params" in record else attention_parameters(task.model)
 
 
 def _head_parameters(model: torch.nn.Module) -> int | None:
@@ -401,7 +410,7 @@ def _measurements(trainer: Trainer | None, task: Any, started: float,
                     "higher_is_better": task.higher_is_better if task else None},
         "metrics": metrics,
         "params": sum(p.numel() for p in task.model.parameters()) if task else None,
-        "attention_params": attention_parameters(task.model) if task else None,
+        "attention_params": _attention_params(task) if task else None,
         "head_params": _head_parameters(task.model) if task else None,
     }
     if trainer is not None:

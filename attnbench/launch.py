@@ -171,7 +171,10 @@ def override_value(text: str) -> str:
     """``text`` as a Hydra override value (quoted when it holds characters the grammar would read)."""
     if re.fullmatch(r"[\w./:+-]+", text, re.ASCII):  # the grammar's unquoted characters: ASCII only
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # in Hydra's quoted strings a backslash escapes only a quote, or the backslashes before a quote (the
+    # closing one too): doubling every backslash would name another directory (a\nb would become a\\nb)
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    return "'" + re.sub(r"\\+$", lambda m: m.group(0) * 2, escaped) + "'"
 
 
 def leave() -> None:

@@ -96,7 +96,7 @@ def import_target(target: str, label: str) -> Any:
             module = importlib.import_module(module_name)
     except UserError:
         raise
-    except Exception as e:  # the user's module: any error in it is theirs to read, in one line
+    except (Exception, SystemExit) as e:  # the user's module: any error in it (an exit too) is theirs, in one line
         raise UserError(f"{label}: cannot import {module_name}: {type(e).__name__}: {_first_line(e)}") from e
     obj = module
     for part in attr.split("."):
@@ -107,6 +107,8 @@ def import_target(target: str, label: str) -> Any:
 
 
 def _first_line(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"it calls sys.exit({e.code!r}) when imported"
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -193,7 +195,9 @@ def _load(ep: importlib.metadata.EntryPoint, label: str) -> Any:
 
     try:
         return ep.load()
-    except Exception as e:  # a broken plugin must cost only itself: whatever it raises becomes its one line
+    # a broken plugin must cost only itself: whatever it raises becomes its one line, a sys.exit() at import too
+    # (else it would end attnbench with its status: check-variant's 0 would read as every check passed)
+    except (Exception, SystemExit) as e:
         raise UserError(f"{label} does not load: {type(e).__name__}: {_first_line(e)}") from e
 
 

@@ -84,7 +84,7 @@ BOUNDS: dict[str, Bound] = {
     "hidden": COUNT, "hidden_dim": COUNT, "embed_dim": COUNT, "ff_dim": COUNT, "out_dim": COUNT,
     "filters": COUNT, "global_filters": COUNT, "local_filters": COUNT, "layers": COUNT, "blocks": COUNT,
     "stages": COUNT, "pooled_blocks": COUNT, "bins": COUNT, "max_distance": COUNT, "spatial_kernel": COUNT,
-    "fuse_kernel": COUNT, "stem_stride": COUNT, "pool": COUNT, "in_channels": COUNT,
+    "fuse_kernel": COUNT, "stem_stride": COUNT, "pool": COUNT, "in_channels": COUNT, "widths": COUNT,
     "temperature": POSITIVE, "gate_temperature": POSITIVE, "scale": POSITIVE, "cosine_scale": POSITIVE,
     "penalty_weight": NONNEGATIVE, "l0_weight": NONNEGATIVE, "entropy_weight": NONNEGATIVE,
     "doubly_stochastic_weight": NONNEGATIVE, "half_window": COUNT,
@@ -98,6 +98,23 @@ TOGETHER = (("val_fraction", "test_fraction"),)
 # data keys that name the user's files: they must exist before any job of a command starts (the loader
 # checks what must be inside when it reads them)
 PATHS = ("path", "root", "image_root")
+
+
+def path_exists(value: str) -> bool:
+    """Whether the path ``value`` names exists; a name the file system cannot hold (over 255 bytes a part)
+    does not exist, rather than ending in an OSError."""
+    try:
+        return Path(value).expanduser().exists()
+    except (OSError, ValueError):
+        return False
+
+
+NAME_MAX = 255  # bytes in one file or folder name, on every file system attnbench writes to
+
+
+def long_part(path: str) -> str | None:
+    """The first part of ``path`` too long for a folder name (over NAME_MAX bytes), or None."""
+    return next((part for part in Path(path).parts if len(part.encode()) > NAME_MAX), None)
 
 
 def _hints(fn: Callable) -> dict[str, Any]:
@@ -179,7 +196,7 @@ def check_values(fn: Callable, values: Mapping[str, Any], label: str) -> None:
         _check(value, hint, bound, f"{group}.{key}", f" ({label})")
     for key in PATHS if group == "data" else ():
         value = values.get(key)
-        if isinstance(value, str) and not Path(value).expanduser().exists():
+        if isinstance(value, str) and not path_exists(value):
             raise UserError(f"{group}.{key}={value} does not exist ({label}); give the path of your "
                             f"{'file or folder' if key == 'path' else 'folder'}")
     for first, second in TOGETHER:

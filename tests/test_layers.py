@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "attnbench"
 # bottom to top: a unit (a subpackage or a top-level module) imports only units of lower layers
 LAYERS = [
     ["__init__", "errors"],
-    ["signals", "values", "seeds"],
+    ["signals", "values", "seeds", "printable"],
     ["attention", "track"],
     ["backbones", "data"],
     ["plugins"],

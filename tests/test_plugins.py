@@ -88,7 +88,8 @@ def test_model_custom_trains_a_class_from_a_file_outside_the_repository(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     s = assert_complete_summary(run_dirs(tmp_path / "outputs")[0])
     assert s["model"] == "custom" and "plain nn.Module" in s["notes"]["attention"]
-    assert s["params"] > 0 and s["attention_params"] == 0
+    # counted as its attention record counts it: one scale per channel in each of the two feature slots
+    assert s["params"] > 0 and s["attention_params"] == s["attention"]["params"] == 8 + 16
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..printable import markup, printable
 from .analysis import COST, Comparison, Report, build_report, parse_baseline, parse_selection
 from .formats import FORMATS, render, render_markdown, render_table
 from .plot import plot
-from .runs import load_runs
+from .runs import check_targets, load_runs
 from .verdict import parse_margins
 
 # ---------------------------------------------------------------------------------------- the command
@@ -84,17 +85,20 @@ def run_compare(args: list[str]) -> int:
     import os
     import sys
 
+    from ..track.run import atomic_write
+
     def warn(message: str) -> None:  # stderr, so the csv and json on stdout stay machine-readable
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        print(f"warning: {printable(message)}", file=sys.stderr, flush=True)
 
     def error(message: str) -> None:  # as cli.fail, without importing track/ (and torch with it)
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(f"error: {printable(message)}", file=sys.stderr, flush=True)
 
     if any(a in ("-h", "--help") for a in args):
         print(parser().format_help(), end="")
         return 0
     try:
         options = parse_args(args)
+        check_targets(options["out"], options["plot"])
         margins = parse_margins(options["delta"])
         loaded = load_runs(options["paths"])
         for path in loaded.empty if loaded.runs or loaded.skipped else ():  # else the error says it
@@ -106,14 +110,13 @@ def run_compare(args: list[str]) -> int:
     except UserError as e:
         error(str(e))
         return 2
+    out, picture = options["out"], options["plot"]
     for problem in report.problems:
         warn(problem)
-    out, picture = options["out"], options["plot"]
     try:
         if out:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(render(report, options["format"], color=False))
-            print(f"wrote {out}", file=sys.stderr)
+            atomic_write(Path(out), lambda f: f.write(render(report, options["format"], color=False).encode()))
+            print(f"wrote {printable(out)}", file=sys.stderr)
         elif options["format"] == "table":
             from rich.console import Console
 
@@ -125,7 +128,7 @@ def run_compare(args: list[str]) -> int:
             sys.stdout.write(render(report, options["format"]))
         if picture:
             plot(report, Path(picture))
-            print(f"wrote {picture}", file=sys.stderr)
+            print(f"wrote {printable(picture)}", file=sys.stderr)
     except OSError as e:
         error(f"cannot write {e.filename or out or picture}: {e.strerror or e}")
         return 2
@@ -189,9 +192,10 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] =
     import sys
 
     from ..track.console import console
+    from ..track.run import atomic_write
 
     def warn(message: str) -> None:  # the console only: Hydra's own logging would print it a second time
-        console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+        console.print(f"[yellow]warning:[/yellow] {markup(message)}", soft_wrap=True)
 
     loaded = load_runs([str(sweep_dir)])
     for path, why in loaded.skipped:
@@ -206,9 +210,9 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] =
     console.file.flush()
     sys.stdout.write(render_table(report, width=console.width if console.is_terminal else None,
                                   color=console.is_terminal))
-    (sweep_dir / "compare.md").write_text(render_markdown(report))
+    atomic_write(sweep_dir / "compare.md", lambda f: f.write(render_markdown(report).encode()))
     plot_path = plot(report, sweep_dir / "compare.png")
-    console.print(f"comparison written to {sweep_dir / 'compare.md'} and {plot_path} "
-                  f"(`attnbench compare {sweep_dir}` prints it again, --help for formats)", soft_wrap=True)
+    console.print(markup(f"comparison written to {sweep_dir / 'compare.md'} and {plot_path} "
+                         f"(`attnbench compare {sweep_dir}` prints it again, --help for formats)"), soft_wrap=True)
     if logger_cfg is not None:
         log_to_wandb(report, logger_cfg, sweep_dir, plot_path, overrides)  # a Logger that does nothing when off

@@ -9,6 +9,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from ..printable import markup, printable
 from .analysis import COST, Comparison, Report, Row
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -201,14 +202,15 @@ def fit_columns(console: Any, headers: list[str], rows: list[list[str]], droppab
 
 def _left_out(headers: list[str], kept: list[int], width: int) -> str:
     """The note under a table that lost columns to the terminal's width."""
-    gone = [h for i, h in enumerate(headers) if i not in kept]
+    gone = [markup(h) for i, h in enumerate(headers) if i not in kept]
     return (f"[dim]{width} columns: left out {', '.join(gone)} (a wider terminal or --format markdown shows "
             f"them)[/dim]") if gone else ""
 
 
 def render_table(report: Report, width: int | None = None, color: bool = True) -> str:
     """The rich tables, as text (ANSI colours when ``color``); without ``width`` (a pipe, a file) no column is
-    squeezed: lines are as long as the table needs."""
+    squeezed: lines are as long as the table needs. Every name, path, error and note in it came from a file:
+    each is printed through ``markup``, so it shows as itself."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -217,67 +219,69 @@ def render_table(report: Report, width: int | None = None, color: bool = True) -
     console = Console(file=buffer, width=width or 1000, force_terminal=color, color_system="standard" if color
                       else None, highlight=False, soft_wrap=False)
     for note in report.notes:
-        console.print(f"[bold]note:[/bold] {note}")
+        console.print(f"[bold]note:[/bold] {markup(note)}")
     for c in report.comparisons:
-        console.print(f"[bold]{title(c)}[/bold]")
+        console.print(f"[bold]{markup(title(c))}[/bold]")
         headers = ["#", *c.keys, *[f"{c.primary} {n}" if n == "mean ± std" else n for n in main_columns(c)]]
-        cells = [[str(rank), *[row.values[k] for k in c.keys], *main_cells(c, row)]
+        cells = [[markup(cell) for cell in (str(rank), *[row.values[k] for k in c.keys], *main_cells(c, row))]
                  for rank, row in enumerate(c.rows, 1)]
         kept = fit_columns(console, headers, cells, list(DROP_ORDER))
-        table = Table(caption=" · ".join(filter(None, [status_line(c), _left_out(headers, kept, console.width)])),
+        table = Table(caption=" · ".join(filter(None, [markup(status_line(c)), _left_out(headers, kept,
+                                                                                             console.width)])),
                       box=box.SIMPLE_HEAD, caption_justify="left")
         for i in kept:
-            table.add_column(headers[i], justify="left" if 0 < i <= len(c.keys) else "right", overflow="fold",
+            table.add_column(markup(headers[i]), justify="left" if 0 < i <= len(c.keys) else "right", overflow="fold",
                              style="bold" if 0 < i <= len(c.keys) or "mean ± std" in headers[i] else None)
         for row in cells:
             table.add_row(*[row[i] for i in kept])
         console.print(table)
-        console.print(method_line(c))
+        console.print(markup(method_line(c)))
         names = [n for n in c.metric_names if n != c.primary]
         if names:
-            console.print(f"[bold]data={c.data} · other final metrics (mean ± std over seeds)[/bold]")
+            console.print(f"[bold]data={markup(c.data)} · other final metrics (mean ± std over seeds)[/bold]")
             headers = [*c.keys, *names]
-            cells = [[*[row.values[k] for k in c.keys], *[metric_cell(row, n) for n in names]] for row in c.rows]
+            cells = [[markup(cell) for cell in (*[row.values[k] for k in c.keys],
+                                                 *[metric_cell(row, n) for n in names])] for row in c.rows]
             kept = fit_columns(console, headers, cells, names[::-1])  # the last metrics go first
             metrics = Table(box=box.SIMPLE_HEAD, caption=_left_out(headers, kept, console.width) or None,
                             caption_justify="left")
             for i in kept:
-                metrics.add_column(headers[i], justify="left" if i < len(c.keys) else "right", overflow="fold",
+                metrics.add_column(markup(headers[i]), justify="left" if i < len(c.keys) else "right", overflow="fold",
                                    style="bold" if i < len(c.keys) else None)
             for row in cells:
                 metrics.add_row(*[row[i] for i in kept])
             console.print(metrics)
         if c.not_completed:
-            console.print(f"[bold yellow]data={c.data} · not completed (not averaged in)[/bold yellow]")
+            console.print(f"[bold yellow]data={markup(c.data)} · not completed (not averaged in)[/bold yellow]")
             apart = Table(box=box.SIMPLE_HEAD)
             for column in ("status", "settings", "error", "run directory"):
                 apart.add_column(column, overflow="fold")
             for cells in incomplete_rows(c):
-                apart.add_row(*cells)
+                apart.add_row(*map(markup, cells))
             console.print(apart)
         for note in c.notes:
-            console.print(f"[bold]note:[/bold] {note}")
+            console.print(f"[bold]note:[/bold] {markup(note)}")
     return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())  # no padding to the width
 
 
 def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+    def line(cells: list[str]) -> str:  # a newline or a bar in a cell would end the row or the cell
+        return "| " + " | ".join(printable(cell).replace("|", "\\|") for cell in cells) + " |"
 
     rule = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
     return "\n".join([line(header), rule, *[line(r) for r in rows]])
 
 
 def render_markdown(report: Report) -> str:
-    parts = [f"> {note}" for note in report.notes]
+    parts = [f"> {printable(note)}" for note in report.notes]
     for c in report.comparisons:
-        parts.append(f"### {title(c)}")
+        parts.append(f"### {printable(title(c))}")
         columns = main_columns(c)
         header = ["#", *c.keys, *[f"{c.primary} (mean ± std)" if n == "mean ± std" else n for n in columns]]
         rows = [[str(i), *[row.values[k] for k in c.keys], *main_cells(c, row)] for i, row in enumerate(c.rows, 1)]
         parts.append(_md_table(header, rows, ["r"] + ["l"] * len(c.keys) + ["r"] * len(columns)))
-        parts.append(f"{status_line(c)}. {method_line(c)}. params and FLOPs per sample of the whole model, attn params "
-                     f"of the attention modules alone, head params of the output layer.")
+        parts.append(printable(f"{status_line(c)}. {method_line(c)}. params and FLOPs per sample of the whole model, "
+                               f"attn params of the attention modules alone, head params of the output layer."))
         names = [n for n in c.metric_names if n != c.primary]
         if names:
             parts.append("Other final metrics (mean ± std over seeds):\n\n" + _md_table(
@@ -286,7 +290,7 @@ def render_markdown(report: Report) -> str:
         if c.not_completed:
             parts.append("Not completed (not averaged in):\n\n" + _md_table(
                 ["status", "settings", "error", "run directory"], incomplete_rows(c), ["l"] * 4))
-        parts += [f"> note: {note}" for note in c.notes]
+        parts += [f"> note: {printable(note)}" for note in c.notes]
     return "\n\n".join(parts) + "\n"
 
 

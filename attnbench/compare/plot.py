@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..printable import printable
+from ..track.run import atomic_write
 from .analysis import Report
 from .formats import fmt_p
 
@@ -14,6 +16,12 @@ def plot(report: Report, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    # names come from files: a $ in one is text, not the start of a formula (an unbalanced one would raise)
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _draw(report, path)
+
+
+def _draw(report: Report, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter
 
@@ -39,15 +47,16 @@ def plot(report: Report, path: Path) -> Path:
         baseline = next((row for row in rows if row.is_baseline), None)
         if baseline is not None:
             ranked.axvline(baseline.mean, color="0.55", ls="--", lw=1, zorder=1)
-        ranked.set_yticks(range(len(rows)), [f"{row.label}  (n={row.n})" for row in rows], fontsize=10)
+        ranked.set_yticks(range(len(rows)), [printable(f"{row.label}  (n={row.n})") for row in rows], fontsize=10)
         ranked.get_yticklabels()[0].set_fontweight("bold")
         ranked.set_ylim(len(rows) - 0.5, -0.5)
-        ranked.set_xlabel(f"{c.primary}: mean with 95% CI, one dot per seed")
+        ranked.set_xlabel(printable(f"{c.primary}: mean with 95% CI, one dot per seed"))
         ranked.grid(axis="x", alpha=0.3)
         left, right = ranked.get_xlim()
         ranked.set_xlim(left, right + 0.5 * (right - left))  # room for the figures written right of each bar
-        ranked.set_title(f"data={c.data} · {c.primary} ({'higher' if c.higher_is_better else 'lower'} is better)"
-                         + (f" · dashed: {c.baseline}" if c.baseline else ""), loc="left", fontsize=11)
+        ranked.set_title(printable(f"data={c.data} · {c.primary} ({'higher' if c.higher_is_better else 'lower'} is "
+                                   f"better)" + (f" · dashed: {c.baseline}" if c.baseline else "")), loc="left",
+                         fontsize=11)
         for ax, key, axis in ((by_params, "params", "parameters (fewer is cheaper)"),
                               (by_speed, "train_samples_per_s", "training samples/s (more is cheaper)")):
             points = [row for row in rows if row.cost.get(key)]
@@ -56,7 +65,7 @@ def plot(report: Report, path: Path) -> Path:
                 lo, hi = row.ci95 if row.ci95 else (row.mean, row.mean)
                 ax.errorbar(x, row.mean, yerr=[[row.mean - lo], [hi - row.mean]], fmt="o", ms=8, capsize=4,
                             color=color[row.label])
-                ax.annotate(row.label, (x, row.mean), xytext=(7, 5), textcoords="offset points", fontsize=9,
+                ax.annotate(printable(row.label), (x, row.mean), xytext=(7, 5), textcoords="offset points", fontsize=9,
                             color=color[row.label])
             xs = [row.cost[key] for row in points]
             if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
@@ -64,13 +73,14 @@ def plot(report: Report, path: Path) -> Path:
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
             ax.margins(x=0.18, y=0.08)
             ax.set_xlabel(axis)
-            ax.set_ylabel(f"{c.primary} (95% CI)")
+            ax.set_ylabel(printable(f"{c.primary} (95% CI)"))
             ax.grid(alpha=0.3)
-            ax.set_title(f"{c.primary} against {axis.split(' (')[0]}", loc="left", fontsize=11)
+            ax.set_title(printable(f"{c.primary}") + f" against {axis.split(' (')[0]}", loc="left", fontsize=11)
             if not points:
                 ax.text(0.5, 0.5, f"no {key} in the summaries", transform=ax.transAxes, ha="center")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:  # through a temporary file: an existing picture (or a symlink there) is replaced, never written through
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower(), dpi=110))
+    finally:
+        plt.close(fig)
     return path

@@ -15,25 +15,30 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..printable import markup, printable
+
 console = Console(stderr=False, highlight=False)
 log = logging.getLogger("attnbench")
 log.addHandler(logging.NullHandler())  # outside a Hydra job (no handlers yet) records go nowhere, not to stderr
 
 
+# Messages are plain text, whatever names and paths they hold: info, warn, error and phase print them through
+# ``printable``/``markup``, so a run directory named ``…[v2]`` prints as itself and ``[/]`` cannot end the run.
+
 def info(message: str) -> None:
-    console.print(message, soft_wrap=True)
-    log.info(message)
+    console.print(markup(message), soft_wrap=True)
+    log.info(printable(message))
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
-    log.warning(message)
+    console.print(f"[yellow]warning:[/yellow] {markup(message)}", soft_wrap=True)
+    log.warning(printable(message))
 
 
 def deprecated(message: str) -> None:
     """A renamed key or value still in use: one line on stderr, so `--cfg job` output stays clean YAML."""
     if not console.quiet:
-        print(f"warning: deprecated: {message}", file=sys.stderr, flush=True)
+        print(f"warning: deprecated: {printable(message)}", file=sys.stderr, flush=True)
     log.warning("deprecated: %s", message)
 
 
@@ -41,8 +46,8 @@ def error(message: str) -> None:
     """The one line a user error ends with (stderr, no traceback); DDP ranks other than 0 (quiet) leave it
     to rank 0, which meets the same error."""
     if not console.quiet:
-        print(f"error: {message}", file=sys.stderr, flush=True)
-    log.error(message)
+        print(f"error: {printable(message)}", file=sys.stderr, flush=True)
+    log.error(printable(message))
 
 
 @contextmanager
@@ -53,7 +58,7 @@ def phase(message: str) -> Iterator[None]:
     if not console.is_terminal or console.quiet:
         yield
         return
-    with console.status(message):
+    with console.status(markup(message)):
         yield
 
 
@@ -103,12 +108,12 @@ def format_value(value: Any) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"{summary['task']} · data={summary['data']} · backbone={summary['backbone']} · "
-                        f"model={summary['model']} · seed={summary['seed']}", show_header=True)
+    table = Table(title=markup(f"{summary['task']} · data={summary['data']} · backbone={summary['backbone']} · "
+                               f"model={summary['model']} · seed={summary['seed']}"), show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in summary["metrics"].items():
-        table.add_row(name, format_value(value))
+        table.add_row(markup(name), markup(format_value(value)))
     for key in ("params", "attention_params", "flops_per_sample", "train_samples_per_s", "eval_samples_per_s",
                 "peak_memory_mb", "wall_time_s"):
         table.add_row(key, format_value(summary.get(key)))

@@ -93,6 +93,48 @@ def _setting(cfg: Any, key: str, env: str, explicit: set[str], automatic: Any = 
     return automatic if value is None else value
 
 
+PROJECT_FORBIDS = "/\\#?%:"  # W&B's own check of a project name (wandb_settings), and its 128 characters
+MAX_TAG = 64  # characters in a W&B tag
+
+
+def _user_tags(cfg: Any, explicit: set[str]) -> tuple[list[str], str]:
+    """The tags the user adds to attnbench's own, and where they come from: logger.tags from the command
+    line, else WANDB_TAGS, else the config's."""
+    env_tags = [t.strip() for t in os.environ.get("WANDB_TAGS", "").split(",") if t.strip()]
+    if "logger.tags" in explicit or not env_tags:
+        return list(cfg.tags), "logger.tags"
+    return env_tags, "WANDB_TAGS"
+
+
+def check_settings(cfg: Any, explicit: set[str] = frozenset()) -> None:
+    """Refuse (UserError) the W&B settings a run would fail on only after its directory exists: a project,
+    entity or group W&B cannot name (from logger.* or WANDB_*), an empty or too long tag, a WANDB_DIR
+    that cannot be written. Nothing when W&B is off."""
+    from ..errors import UserError
+
+    if cfg.get("name", "wandb") == "none" or wanted_mode(cfg, explicit) == "disabled":
+        return
+    for key, env in (("project", "WANDB_PROJECT"), ("entity", "WANDB_ENTITY"), ("group", "WANDB_RUN_GROUP")):
+        value = _setting(cfg, key, env, explicit)
+        where = f"logger.{key}" if f"logger.{key}" in explicit or not os.environ.get(env) else env
+        forbidden = PROJECT_FORBIDS if key == "project" else "/"
+        if value is not None and (not str(value).strip() or any(c in str(value) for c in forbidden)
+                                  or len(str(value)) > 128):
+            raise UserError(f"{where}={value!r}: W&B refuses it (a {key} name has 1 to 128 characters, none "
+                            f"of {' '.join(forbidden)})")
+    tags, source = _user_tags(cfg, explicit)
+    for tag in tags:
+        if not str(tag).strip() or len(str(tag)) > MAX_TAG:
+            raise UserError(f"{source}: the tag {str(tag)!r} has {len(str(tag))} characters; W&B takes 1 to "
+                            f"{MAX_TAG}")
+    if os.environ.get("WANDB_DIR"):
+        where = Path(os.environ["WANDB_DIR"]).expanduser().absolute()
+        existing = next((p for p in (where, *where.parents) if p.exists()), where)
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"WANDB_DIR={os.environ['WANDB_DIR']}: {existing} is not a folder this process can "
+                            f"write to; point WANDB_DIR at one (or unset it: W&B then writes into the run directory)")
+
+
 class Logger:
     """The logger every run has: W&B calls go nowhere when W&B is off."""
 
@@ -181,8 +223,7 @@ def create_logger(cfg: Any, *, run_dir: Path, name: str, group: str, tags: list[
     mode = resolve_mode(cfg, explicit)
     if mode == "disabled":
         return Logger()
-    env_tags = [t.strip() for t in os.environ.get("WANDB_TAGS", "").split(",") if t.strip()]
-    extra = list(cfg.tags) if "logger.tags" in explicit or not env_tags else env_tags
+    extra, _ = _user_tags(cfg, explicit)
     settings = dict(
         project=_setting(cfg, "project", "WANDB_PROJECT", explicit),
         entity=_setting(cfg, "entity", "WANDB_ENTITY", explicit),
