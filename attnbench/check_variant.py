@@ -18,7 +18,6 @@ The checks are what every catalogue variant is tested for (docs/plugins.md):
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import io
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import SLOT_KINDS, Attention, aux_losses, send_reward
-from .errors import UserError
+from .errors import CommandParser, UserError
 from .plugins import import_target
 from .tasks.build import variant
 
@@ -211,7 +210,7 @@ def _value(text: str) -> Any:
 def main(argv: list[str]) -> int:
     from .track.console import error, info
 
-    parser = argparse.ArgumentParser(prog="attnbench check-variant", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="attnbench check-variant", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", help="pkg.module:Class, path/to/file.py:Class, or a variant name (se, eca)")
     parser.add_argument("--slot", help="the slot kind to check; default: the class's own `slot`")
     parser.add_argument("--compile", default="aot_eager", choices=("aot_eager", "inductor", "off"),

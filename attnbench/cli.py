@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import launch  # noqa: E402  registers the config resolvers every process that runs jobs needs
 from .config import conf_dir  # noqa: E402
+from .errors import CommandParser  # noqa: E402
 
 USAGE = """usage: attnbench <command> [arguments]
 
@@ -40,7 +41,9 @@ commands:
   bench [options]      step cost per variant, trainer overhead, module parity, attention scaling
   check-variant TARGET the slot protocol's checks on your class (pkg.mod:Class --slot feature), one line a failure
 
-`attnbench train --help` lists the config groups and their options."""
+`attnbench COMMAND --help` describes each command; `attnbench train --help` lists the config groups.
+Tab completion in bash: eval "$(attnbench -sc install=bash)"
+`attnbench --version` prints the version."""
 
 HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-p", "--package",
                     "--shell-completion", "-sc")
@@ -140,6 +143,9 @@ def _near_key(name: str, overrides: list[str]) -> str:
     return f": did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
 
 
+# what Hydra's --info may be followed by (``--info defaults``); alone it means all of them
+HYDRA_INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
 # Hydra flags followed by a value, which is no override (``--cfg job``, ``-p model``, ``--config-dir DIR``)
 HYDRA_VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cd", "--config-dir", "-cp", "--config-path", "-cn",
                      "--config-name", "--experimental-rerun")
@@ -151,13 +157,13 @@ def _split_args(args: list[str]) -> tuple[list[str], bool, bool]:
     The checks compose with attnbench's conf/ alone, so a ``--config-dir DIR`` becomes the search-path
     entry Hydra itself makes of it, ``hydra.searchpath=[file://DIR]``, among the overrides checked."""
     multirun = any(a in ("-m", "--multirun") for a in args)
-    informational = any(a in HYDRA_INFO_FLAGS for a in args)
+    informational = any(a.partition("=")[0] in HYDRA_INFO_FLAGS for a in args)
     overrides = []
-    rest = iter(args)
-    for arg in rest:
-        if arg in HYDRA_VALUE_FLAGS:
-            next(rest, None)  # the flag's value
-        elif not arg.startswith("-"):
+    for i, arg in enumerate(args):
+        previous = args[i - 1] if i else ""
+        if previous in HYDRA_VALUE_FLAGS or (previous in ("-i", "--info") and arg in HYDRA_INFO_TOPICS):
+            continue  # the flag's value
+        if not arg.startswith("-"):
             overrides.append(arg)
     return _with_search_path(overrides, _config_dirs(args)), multirun, informational
 
@@ -352,7 +358,7 @@ def _hydra_task(cfg) -> dict | None:
     from .job import failure_line, run_job, stop_line
     from .signals import Interrupted
     from .track import RunDirectory
-    from .track.console import error
+    from .track.console import error, interrupted
     from .track.run import claimed
 
     hc = HydraConfig.get()
@@ -366,7 +372,7 @@ def _hydra_task(cfg) -> dict | None:
                            hydra_config=hc)
     except Interrupted as e:
         if launch.process_rank() == 0:
-            error(stop_line(e, run.path, in_sweep))
+            interrupted(stop_line(e, run.path, in_sweep))
         launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
@@ -433,6 +439,35 @@ def _taken(path: Path) -> str:
             f"`attnbench train resume={value}`, or give the new one a fresh directory")
 
 
+def shell_completion(args: list[str]) -> int:
+    """Hydra's shell completion (``-sc install=bash``, then ``-sc query=bash`` at each Tab), for the whole
+    ``attnbench`` command: the script Hydra prints registers ``attnbench``, and a query completes the
+    subcommand names, then a ``train`` line's overrides as Hydra completes an app's; other commands take
+    the shell's own file completion."""
+    import hydra
+
+    from .config import register_schemas
+
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if any(a.startswith("query=") for a in args) and words:
+        typing_command = len(words) == 1 or (len(words) == 2 and not line.endswith(" "))
+        if typing_command:
+            typed = words[1] if len(words) == 2 else ""
+            print(" ".join(c for c in COMMANDS if c.startswith(typed)))
+            return 0
+        if words[1] != "train":
+            print("")
+            return 0
+        # Hydra strips the program's name from the line: drop the subcommand too, which is no override
+        os.environ["COMP_LINE"] = line.replace("train", "", 1)
+    register_schemas()
+    main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
+    sys.argv = ["attnbench", *(a for a in args if a != "train")]
+    main()
+    return 0
+
+
 def train(args: list[str]) -> int:
     import hydra
 
@@ -440,6 +475,8 @@ def train(args: list[str]) -> int:
     from .config import register_schemas, renamed_overrides
     from .track.run import release_claims
 
+    if any(a in ("-sc", "--shell-completion") for a in args):
+        return shell_completion(args)
     overrides, multirun, informational = _split_args(args)
     renamed, deprecations = renamed_overrides(overrides)
     renamed, more = _episode_overrides(renamed, multirun)
@@ -568,7 +605,7 @@ def resume_run(path: str) -> int:
     from .job import failure_line, fingerprint, run_job, stop_line
     from .signals import Interrupted
     from .track import RunDirectory
-    from .track.console import error, info
+    from .track.console import error, info, interrupted
     from .track.run import Claim
 
     run_dir = Path(path).expanduser()
@@ -601,7 +638,7 @@ def resume_run(path: str) -> int:
         run_job(cfg, run_dir, choices, overrides, resume=True)
     except Interrupted as e:
         if launch.process_rank() == 0:
-            error(stop_line(e, run_dir, in_sweep=False))
+            interrupted(stop_line(e, run_dir, in_sweep=False))
         return 128 + e.signum
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -634,10 +671,12 @@ def evaluate_run(args: list[str]) -> int:
     from .track import Logger, RunDirectory, json_ready
     from .track.console import console, format_value
 
-    if len(args) != 1 or args[0].startswith("-"):
-        return fail("usage: attnbench eval RUN_DIR")
-    run_dir = Path(args[0]).expanduser()
+    parser = CommandParser(prog="attnbench eval", description="The test metrics of a run directory's best "
+                           "checkpoint, evaluated again with the run's own configuration (and logged to W&B "
+                           "as an eval job when the run's logger is on).")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (outputs/runs/<date>/<time>)")
     try:
+        run_dir = Path(parser.parse_args(args).run_dir).expanduser()
         cfg, choices, overrides = _run_config(run_dir)
         seed_everything(cfg.seed)
         task = build_task(cfg, choices)
@@ -689,6 +728,7 @@ def _task_of(conf: Path, data_file: Path) -> str:
 
 def list_catalogue(args: list[str]) -> int:
     from omegaconf import OmegaConf
+    from rich.markup import escape
     from rich.table import Table
 
     from .attention import VARIANTS
@@ -697,6 +737,9 @@ def list_catalogue(args: list[str]) -> int:
     from .tasks.build import families_fitting, fits_task
     from .track.console import console
 
+    CommandParser(prog="attnbench list", description="The attention variants (model=), with their slot, the "
+                  "task families they fit and their paper; the data sets (data=) and the backbones (backbone=)."
+                  ).parse_args(args)
     conf = conf_dir()
     plugins = loaded(VARIANT_GROUP)  # a plugin that does not load costs one warning line, not the list
     variants = Table(title=f"attention variants ({len(VARIANTS) - 1} + none"
@@ -705,14 +748,15 @@ def list_catalogue(args: list[str]) -> int:
         variants.add_column(column)
     for name, v in {**VARIANTS, **plugins}.items():
         source = f"{v.paper} [plugin {entry_points(VARIANT_GROUP)[name].value}]" if name in plugins else v.paper
-        variants.add_row(name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())), source)
+        variants.add_row(name, ", ".join(v.slots) or "-", ", ".join(families_fitting(v, family_slots())),
+                         escape(source))
     console.print(variants)
 
     data = Table(title="data sets")
     for column in ("data=", "task", "what it is"):
         data.add_column(column)
     for path in sorted((conf / "data").glob("*.yaml")):
-        data.add_row(path.stem, _task_of(conf, path), _describe(path))
+        data.add_row(path.stem, _task_of(conf, path), escape(_describe(path)))
     console.print(data)
 
     backbones = Table(title="backbones")
@@ -724,7 +768,8 @@ def list_catalogue(args: list[str]) -> int:
         name = OmegaConf.load(path).get("name")
         cls = BACKBONES.get(name)
         tasks = [family for family, task in TASKS.items() if name in task.backbones]
-        backbones.add_row(path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks), _describe(path))
+        backbones.add_row(path.stem, ", ".join(getattr(cls, "slots", ())), ", ".join(tasks),
+                          escape(_describe(path)))  # `pip install 'attnbench[timm]'`: no rich markup
     for name, cls in loaded(BACKBONE_GROUP).items():
         tasks = [family for family, task in TASKS.items() if fits_task(cls, name, task)]
         source = f"plugin {entry_points(BACKBONE_GROUP)[name].value}"
@@ -739,7 +784,7 @@ def list_catalogue(args: list[str]) -> int:
 def benchmark(args: list[str]) -> int:
     from . import bench
 
-    return _one_line(bench.main, args)
+    return bench.main(args)
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -753,7 +798,7 @@ def compare_runs(args: list[str]) -> int:
 def check_variant(args: list[str]) -> int:
     from . import check_variant
 
-    return _one_line(check_variant.main, args)
+    return check_variant.main(args)
 
 
 def _one_line(command: Callable[[list[str]], int], args: list[str]) -> int:
@@ -777,17 +822,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
+    if args[0] == "--version":
+        from . import __version__
+
+        print(f"attnbench {__version__}")
+        return 0
+    if args[0] in ("-sc", "--shell-completion"):  # the completion script calls `attnbench -sc query=bash`
+        return shell_completion(args)
     command = COMMANDS.get(args[0])
     if command is None:
         near = difflib.get_close_matches(args[0], list(COMMANDS), n=1)
         return fail(f"unknown command {args[0]!r}" + (f"; did you mean `attnbench {near[0]}`?" if near else "") +
                     " (`attnbench --help` lists the commands)")
     try:
-        return command(args[1:])
+        return _one_line(command, args[1:])
     except KeyboardInterrupt:  # a Ctrl-C outside a job's training (composing, between the jobs of a grid)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print("stopped by SIGINT", file=sys.stderr)
+        print("interrupted: stopped by SIGINT", file=sys.stderr)
         return 130
 
 

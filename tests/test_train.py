@@ -84,6 +84,7 @@ def test_sigterm_saves_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path)
     assert process.returncode == 128 + signal.SIGTERM
     line = err.strip().splitlines()[-1]  # one line: the saved checkpoint and the exact command that continues
     where = (tmp_path / "stopped").resolve()
+    assert line.startswith("interrupted: ") and "error" not in err  # the user asked for it: no error
     assert "stopped by SIGTERM" in line and f"checkpoint {where / 'checkpoints' / 'last.pt'} saved" in line
     assert line.endswith(f"continue with `attnbench train resume={where}`"), line
     stopped = summary(tmp_path / "stopped")

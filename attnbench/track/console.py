@@ -45,6 +45,13 @@ def error(message: str) -> None:
     log.error(message)
 
 
+def interrupted(message: str) -> None:
+    """The line a run stopped by SIGINT or SIGTERM ends with: the user asked for it, so it is no error."""
+    if not console.quiet:
+        print(f"interrupted: {message}", file=sys.stderr, flush=True)
+    log.warning("interrupted: %s", message)
+
+
 @contextmanager
 def phase(message: str) -> Iterator[None]:
     """A step of a run that prints nothing of its own (testing, timing, figures): a line saying what it does
