@@ -366,6 +366,11 @@ def _hydra_task(cfg) -> dict | None:
     overrides = list(hc.overrides.task)
     run = RunDirectory(hc.runtime.output_dir)
     label = f"job {','.join(overrides)}: " if in_sweep else ""
+    if in_sweep and launch.process_rank() == 0:
+        from .callbacks import grid_line
+        from .track.console import info
+
+        info(grid_line(Path(hc.sweep.dir), hc.job.num))
     try:
         with launch.job(cfg, hc):
             return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep,
@@ -530,6 +535,10 @@ def train(args: list[str]) -> int:
             return fail(problem)
         pinned = ("hydra.run.dir=", "hydra.sweep.dir=")
         args = [*(a for a in args if not a.startswith(pinned)), *launch.directory_overrides(run_dir, sweep_dir)]
+    if multirun and not informational:
+        from .callbacks import GRID_SIZE_ENV
+
+        os.environ[GRID_SIZE_ENV] = str(len(expand_jobs_of(overrides, multirun)))  # "job 2/4" in each job
     register_schemas()
     main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
     sys.argv = ["attnbench train", *args]
@@ -576,6 +585,14 @@ def _first_job(overrides: list[str], multirun: bool):
 
     with composer() as compose:
         return compose(expand_jobs(compose, overrides, multirun)[0])
+
+
+def expand_jobs_of(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override lists of every job of the command (already checked by ``preflight``)."""
+    from .config import composer
+
+    with composer() as compose:
+        return expand_jobs(compose, overrides, multirun)
 
 
 def _run_config(run_dir: Path):

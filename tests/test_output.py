@@ -34,7 +34,37 @@ def test_compare_table_fits_80_100_and_120_columns(tmp_path: Path) -> None:
         assert "…" not in out and max(len(line) for line in out.splitlines()) <= columns, (columns, out)
         assert "0.9600 ± 0.0100" in out and "baseline" in out  # the primary metric and Δ always stay
     narrow = " ".join(attnbench("compare", str(sweep), cwd=tmp_path, env={"COLUMNS": "80"}).stdout.split())
-    assert ("80 columns: left out vs, test, p, P(>), params, attn params, head params, FLOPs/sample, train samples/s, "
-            "peak MB, wall s") in narrow  # the interval and the corrected p stay longest
+    assert "params" in narrow.split("80 columns")[0] and "train samples/s" in narrow.split("80 columns")[0]
+    assert ("80 columns: left out 95% CI, vs, test, p, p (BH), P(>), attn params, head params, FLOPs/sample, "
+            "peak MB, wall s") in narrow  # the parameters and the throughput stay longest
     wide = attnbench("compare", str(sweep), cwd=tmp_path, check=True).stdout  # piped, no COLUMNS: every column
     assert "wall s" in wide and "left out" not in wide
+
+
+def _widest(text: str) -> tuple[int, str]:
+    return max((len(line), line) for line in text.splitlines())
+
+
+def test_a_run_and_a_grid_fit_80_columns(tmp_path: Path) -> None:
+    """Every line a run and a 2-job grid print (epochs, W&B, the summary table and its title, the grid's
+    comparison) fits a terminal of 80 columns; the grid says which job of how many runs and, after the first,
+    how long the grid has left."""
+    from runner import attnbench
+
+    env = {"COLUMNS": "80"}
+    run = attnbench("train", "trainer.epochs=1", "model=cbam", cwd=tmp_path, env=env, check=True)
+    out = run.stdout + run.stderr
+    assert _widest(out)[0] <= 80, _widest(out)
+    assert "epoch 1/1 train loss" in out and "W&B run" in out
+    assert "classify · data=digits · backbone=smallcnn · model=cbam · seed=0\n" in out  # the title on one line
+
+    grid = attnbench("train", "-m", "model=none,se", "trainer.epochs=1", "hydra.sweep.dir=grid", cwd=tmp_path,
+                     env=env, check=True)
+    out = grid.stdout + grid.stderr
+    assert _widest(out)[0] <= 80, _widest(out)
+    lines = out.splitlines()
+    assert "job 1/2" in lines
+    [second] = [line for line in lines if line.startswith("job 2/2")]
+    assert " left in the grid (1 done, " in second, second
+    assert sum(line.startswith("W&B run ") for line in lines) == 3  # two jobs and the comparison, each once
+    assert "params" in out and "train samples/s" in out  # compare keeps the costs at 80 columns

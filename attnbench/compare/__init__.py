@@ -179,7 +179,7 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] =
     in the sweep directory, and logged to W&B when the sweep's logger is W&B."""
     import sys
 
-    from ..track.console import console
+    from ..track.console import console, fitted, info, shown
 
     def warn(message: str) -> None:  # the console only: Hydra's own logging would print it a second time
         console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
@@ -195,11 +195,10 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] =
     for problem in report.problems:
         warn(problem)
     console.file.flush()
-    sys.stdout.write(render_table(report, width=console.width if console.is_terminal else None,
-                                  color=console.is_terminal))
+    sys.stdout.write(render_table(report, width=console.width if fitted() else None, color=console.is_terminal))
     (sweep_dir / "compare.md").write_text(render_markdown(report))
     plot_path = plot(report, sweep_dir / "compare.png")
-    console.print(f"comparison written to {sweep_dir / 'compare.md'} and {plot_path} "
-                  f"(`attnbench compare {sweep_dir}` prints it again, --help for formats)", soft_wrap=True)
+    info("comparison written to compare.md and compare.png in the sweep directory; "
+         f"`attnbench compare {shown(sweep_dir)}` prints it again (--help: formats)")
     if logger_cfg is not None:
         log_to_wandb(report, logger_cfg, sweep_dir, plot_path, overrides)  # a Logger that does nothing when off

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -121,12 +122,21 @@ def _pool(n: int) -> Executor | None:
 
 
 class _Progress:
-    """``decoding SOURCE: done/total`` redrawn on stderr when it is a terminal; silent otherwise."""
+    """``decoding SOURCE: done/total images, N/s`` redrawn in place on stderr when it is a terminal; silent
+    otherwise. The line never wraps (a wrapped line cannot be redrawn: each update would add lines): the
+    source is shortened from the left to fit the terminal's width."""
 
     def __init__(self, total: int, source: str) -> None:
         self.total, self.source, self.done = total, source, 0
         self.shown = sys.stderr.isatty() and total >= PARALLEL_FROM
-        self.last = 0.0
+        self.started = self.last = time.perf_counter()
+
+    def line(self, width: int) -> str:
+        speed = self.done / max(time.perf_counter() - self.started, 1e-9)
+        counts = f": {self.done:,}/{self.total:,} images, {speed:,.0f}/s"
+        room = width - 1 - len("decoding ") - len(counts)  # the last column stays empty: no wrap
+        source = self.source if len(self.source) <= room else "…" + self.source[len(self.source) - room + 1:]
+        return f"decoding {source}{counts}"
 
     def add(self, n: int) -> None:
         self.done += n
@@ -134,8 +144,8 @@ class _Progress:
         if self.shown and (now - self.last > 0.2 or self.done == self.total):
             self.last = now
             end = "\n" if self.done == self.total else ""
-            print(f"\rdecoding {self.source}: {self.done:,}/{self.total:,} images", end=end, file=sys.stderr,
-                  flush=True)
+            width = shutil.get_terminal_size().columns
+            print(f"\r{self.line(width)}\x1b[K", end=end, file=sys.stderr, flush=True)  # K: clear the rest
 
 
 def decode_into(out: np.ndarray, items: Items, decode: Decoder, source: str) -> None:

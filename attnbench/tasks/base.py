@@ -93,6 +93,10 @@ class Task:
     def notes(self) -> dict[str, str]:
         return {}
 
+    def eval_share(self, split: str) -> float | None:
+        """The size of ``split`` against the training split, for the time estimate (None: unknown)."""
+        return None
+
     def save_artifacts(self, run_dir: Path) -> None:
         """Nothing beyond checkpoints, unless a family needs more (a vocabulary)."""
 
