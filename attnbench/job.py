@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import __version__
 from .attention import Attention, attention_parameters
 from .data import last_load
+from .data.decode import progress_to
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_resumable, distributed
 from .errors import UserError
 from .signals import stop_signals
@@ -243,7 +244,7 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                 info(recipe_line(cfg, choices))
                 loaded_before = last_load()
                 with phase(f"preparing data={choices['data']}, backbone={choices['backbone']}, "
-                           f"model={choices['model']}"):
+                           f"model={choices['model']}") as show, progress_to(show):
                     built = time.perf_counter()
                     task = build_task(cfg, choices)
                     loaded = last_load()
@@ -277,7 +278,8 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                     with phase("testing the best checkpoint"), watch("test"):
                         trainer.test()
                     if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
-                        nothing = nothing_to_draw(task.attention, choices["model"])
+                        nothing = None if getattr(task, "draws_without_maps", False) else nothing_to_draw(
+                            task.attention, choices["model"])
                         figures = {}
                         if nothing:
                             info(nothing)
@@ -335,8 +337,9 @@ def recipe_line(cfg: DictConfig, choices: dict[str, str]) -> str:
     augmentation += [k for k in ("flip", "test_flip") if cfg.data.get(k)]
     episodes = f", episodes_per_step {cfg.task.episodes_per_step}" if "episodes_per_step" in cfg.task else \
         f", batch {t.batch_size}"
-    return (f"recipe: trainer={choices.get('trainer', 'default')}, {t.epochs} epochs{episodes}, {t.optimizer} "
-            f"lr {t.lr:g}, {' '.join(augmentation) or 'no augmentation'}")
+    epochs = f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}"
+    return (f"recipe: trainer={choices.get('trainer', 'default')}, {epochs}{episodes}, {t.optimizer} lr {t.lr:g}, "
+            f"{' '.join(augmentation) or 'no augmentation'}")
 
 
 def cost_hint(cfg: DictConfig, task: Any) -> str:

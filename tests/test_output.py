@@ -68,3 +68,42 @@ def test_a_run_and_a_grid_fit_80_columns(tmp_path: Path) -> None:
     assert " left in the grid (1 done, " in second, second
     assert sum(line.startswith("W&B run ") for line in lines) == 3  # two jobs and the comparison, each once
     assert "params" in out and "train samples/s" in out  # compare keeps the costs at 80 columns
+
+
+def test_time_left_covers_validation_and_test() -> None:
+    """The run's clock: training steps, then each validation left and the test (six validations' worth when the
+    test split is six times the validation split), measured once a validation has run."""
+    from attnbench.engine.trainer import RunClock
+
+    class Episodic:
+        def eval_share(self, split: str) -> float:
+            return {"val": 0.1, "test": 0.6}[split]
+
+    clock = RunClock(Episodic(), epochs=2, steps_per_epoch=30)
+    assert clock.left(0, 0) is None  # no step timed yet
+    clock.step_s = 1.0  # before a validation: a third of an epoch's step time per unit of data
+    assert clock.left(0, 0) == 60 + 2 * (30 / 3 * 0.1) + 30 / 3 * 0.6
+    clock.validation_s = 3.0  # measured: the test is six of them
+    assert clock.left(30, 1) == 30 + 3.0 + 18.0
+
+
+def test_a_long_run_says_so_before_it_trains_on(tmp_path: Path) -> None:
+    """A run estimated over 10 minutes prints one warning with the time and what to change, then trains on."""
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "attnbench", "train", "trainer.epochs=30000", "logger=none"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in process.stdout:  # up to the first epoch: the warning comes before it
+            lines.append(line)
+            if line.startswith("epoch 1/"):
+                break
+        text = " ".join("".join(lines).split())  # as one line, however the console wrapped it
+        assert "warning: this run takes about " in text, text
+        assert "evaluation included); 30000 epochs: fewer (trainer.epochs=…)" in text, text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)

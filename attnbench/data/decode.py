@@ -17,8 +17,9 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -121,14 +122,30 @@ def _pool(n: int) -> Executor | None:
     return ThreadPoolExecutor(workers)
 
 
+# where the progress line goes while a run shows a spinner (the run's ``phase``), which would otherwise print
+# each redraw of the line as a line of its own; None: the line is drawn on stderr, when it is a terminal
+_sink: Callable[[str], None] | None = None
+
+
+@contextmanager
+def progress_to(show: Callable[[str], None]) -> Iterator[None]:
+    """Within the block the decoding progress line is handed to ``show`` (a spinner's text)."""
+    global _sink
+    previous, _sink = _sink, show
+    try:
+        yield
+    finally:
+        _sink = previous
+
+
 class _Progress:
-    """``decoding SOURCE: done/total images, N/s`` redrawn in place on stderr when it is a terminal; silent
-    otherwise. The line never wraps (a wrapped line cannot be redrawn: each update would add lines): the
-    source is shortened from the left to fit the terminal's width."""
+    """``decoding SOURCE: done/total images, N/s`` redrawn in place (beside the run's spinner, or on stderr
+    when it is a terminal); silent otherwise. The line never wraps (a wrapped line cannot be redrawn: each
+    update would add lines): the source is shortened from the left to fit the terminal's width."""
 
     def __init__(self, total: int, source: str) -> None:
         self.total, self.source, self.done = total, source, 0
-        self.shown = sys.stderr.isatty() and total >= PARALLEL_FROM
+        self.shown = (_sink is not None or sys.stderr.isatty()) and total >= PARALLEL_FROM
         self.started = self.last = time.perf_counter()
 
     def line(self, width: int) -> str:
@@ -143,8 +160,11 @@ class _Progress:
         now = time.perf_counter()
         if self.shown and (now - self.last > 0.2 or self.done == self.total):
             self.last = now
-            end = "\n" if self.done == self.total else ""
             width = shutil.get_terminal_size().columns
+            if _sink is not None:
+                _sink(self.line(width - 2))  # the spinner and a space before it
+                return
+            end = "\n" if self.done == self.total else ""
             print(f"\r{self.line(width)}\x1b[K", end=end, file=sys.stderr, flush=True)  # K: clear the rest
 
 

@@ -57,6 +57,9 @@ class Task:
     data_type: ClassVar[type]  # what the family's loaders return
     DataKeys: ClassVar[type] = NoKeys  # the data.* keys the task reads itself, with their defaults
     Settings: ClassVar[type] = TaskName  # the task.* keys (values in conf/task/)
+    # its figures show more than attention maps (captioning: the generated words under each image), so a run
+    # whose attention has no map to draw still draws them
+    draws_without_maps: ClassVar[bool] = False
     batch_key: ClassVar[str] = "trainer.batch_size"  # the setting that gives ``batch_size``, a step's global batch
 
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:

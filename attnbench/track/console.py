@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -82,15 +83,16 @@ def interrupted(message: str) -> None:
 
 
 @contextmanager
-def phase(message: str) -> Iterator[None]:
+def phase(message: str) -> Iterator[Callable[[str], None]]:
     """A step of a run that prints nothing of its own (testing, timing, figures): a line saying what it does
-    and, on a terminal, a spinner while it lasts, so the run never looks stuck."""
+    and, on a terminal, a spinner while it lasts, so the run never looks stuck. It yields a function that
+    puts a progress line (``decoding …: 1,024/50,000 images``) beside the spinner, where it redraws in place."""
     info(f"{message}…")
     if not console.is_terminal or console.quiet:
-        yield
+        yield lambda text: None
         return
-    with console.status(message):
-        yield
+    with console.status(message) as status:
+        yield lambda text: status.update(escape(text))
 
 
 class TrainingProgress:
