@@ -368,9 +368,10 @@ def _hydra_task(cfg) -> dict | None:
     label = f"job {','.join(overrides)}: " if in_sweep else ""
     if in_sweep and launch.process_rank() == 0:
         from .callbacks import grid_line
-        from .track.console import info
+        from .track.console import console, fitted
 
-        info(grid_line(Path(hc.sweep.dir), hc.job.num))
+        # not logged: the job's train.log is open already, and a completed job's must stay as it is
+        console.print(grid_line(Path(hc.sweep.dir), hc.job.num), soft_wrap=not fitted())
     try:
         with launch.job(cfg, hc):
             return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep,
