@@ -63,7 +63,7 @@ from .attention.mixer import (
     padding_score_mod,
 )
 from .attention.scores import normalize
-from .errors import UserError
+from .errors import CommandParser, UserError
 
 DEFAULT_OVERRIDES = ["backbone=resnet20", "trainer.batch_size=32"]
 OVERHEAD_TARGET = 0.97  # bare-loop time ÷ attnbench time
@@ -657,15 +657,10 @@ def scaling_notes(rows: list[dict[str, Any]]) -> list[str]:
 # ----------------------------------------------------------------------------------------------- command
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit status 2, like every other user error
-        raise UserError(f"bench: {message} (`attnbench bench --help` lists the options)")
-
-
 def parse(args: list[str]) -> tuple[Settings, str | None, int | None, str, bool]:
     """The settings, the JSON path, torch's threads, which sections run (``all``, ``no-runs`` or ``runs``:
     section 4 alone) and whether they are the quick ones."""
-    parser = _Parser(
+    parser = CommandParser(
         prog="attnbench bench", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Training-step cost per variant, trainer overhead against a bare PyTorch loop, module "
                     "parity against timm/torch, attention scaling with the sequence length.",

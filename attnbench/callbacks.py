@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .printable import markup
-from .track.console import console
+from .track.console import console, duration, shown
 
 # the outcome of the last multirun in this process, read by the CLI to set its exit status
 last_sweep: dict[str, Any] = {}
@@ -32,6 +33,27 @@ def sweep_statuses(sweep_dir: Path) -> dict[Path, str]:
     return statuses
 
 
+GRID_SIZE_ENV = "ATTNBENCH_GRID_JOBS"  # the number of jobs of the grid running, set by `attnbench train -m`
+
+
+def grid_line(sweep_dir: Path, number: int) -> str:
+    """``job 2/4 · about 3 min 10 s left in the grid``: the job about to run (``number`` counts from 0) and,
+    once a job has finished, the mean wall time of the finished ones times the jobs left, this one included."""
+    total = int(os.environ.get(GRID_SIZE_ENV) or 0)
+    line = f"job {number + 1}/{total}" if total else f"job {number + 1}"
+    times = []
+    for run_dir in sweep_statuses(sweep_dir):
+        try:
+            times.append(float(json.loads((run_dir / "summary.json").read_text())["wall_time_s"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not finished, or not yet written
+    if total and times:
+        mean = sum(times) / len(times)
+        left = duration(mean * (total - number))
+        line += f" · about {left} left in the grid ({len(times)} done, {duration(mean)} each)"
+    return line
+
+
 class SweepSummary(Callback):
     """Count the jobs of the sweep by status and say which failed, then print the comparison table (also
     written to the sweep directory and, when the sweep logs to W&B, to a summary run there)."""
@@ -44,14 +66,22 @@ class SweepSummary(Callback):
         last_sweep.clear()
         last_sweep.update(dir=sweep_dir, counts=dict(counts), failed=failed)
         tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        console.print(markup(f"sweep {sweep_dir}: {len(statuses)} jobs, {tally}"))
+        console.print(markup(f"sweep {shown(sweep_dir)}: {len(statuses)} jobs, {tally}"))
         for run_dir in failed:
-            console.print(f"[yellow]not completed:[/yellow] {markup(f'{run_dir} ({statuses[run_dir]})')}")
+            console.print(f"[yellow]not completed:[/yellow] {markup(f'{shown(run_dir)} ({statuses[run_dir]})')}")
+        log = logging.getLogger("attnbench")
+        # after the jobs, Hydra's console handler is the root logger's: what attnbench logs (the summary run's
+        # W&B line) would be printed a second time, with Hydra's prefix
+        propagate, log.propagate = log.propagate, False
         try:
             from .compare import sweep_report
 
             sweep_report(sweep_dir, config.get("logger"), list(OmegaConf.select(config, "hydra.overrides.task") or []))
         except Exception as e:  # the jobs are done and counted: a failed summary must not lose that
-            logging.getLogger("attnbench").exception("sweep comparison failed")
+            log.propagate = propagate
+            log.exception("sweep comparison failed")
             console.print("[yellow]warning:[/yellow] " + markup(f"no comparison table: {type(e).__name__}: {e} "
-                                                                 f"(`attnbench compare {sweep_dir}` tries again)"))
+                                                                 f"(`attnbench compare {shown(sweep_dir)}` tries "
+                                                                 f"again)"))
+        finally:
+            log.propagate = propagate

@@ -18,17 +18,16 @@ The checks are what every catalogue variant is tested for (docs/plugins.md):
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
 
 from .attention import SLOT_KINDS, Attention, aux_losses, send_reward
-from .errors import UserError
+from .errors import CommandParser, UserError
 from .plugins import import_target
 from .tasks.build import variant
 
@@ -208,13 +207,13 @@ def _value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors as the one-line UserError every command ends with (not its usage text)."""
+class _Parser(CommandParser):
+    """The commands' parser, with the message intermixed parsing gives for a missing TARGET made plain."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         if "required" in message:  # intermixed parsing names the optional key=value list too
             message = "needs a TARGET: pkg.module:Class, path/to/file.py:Class or a variant name"
-        raise UserError(f"check-variant {message} (`attnbench check-variant --help`)")
+        super().error(message)
 
 
 def main(argv: list[str]) -> int:

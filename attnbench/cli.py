@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import launch  # noqa: E402  registers the config resolvers every process that runs jobs needs
 from .config import conf_dir  # noqa: E402
+from .errors import CommandParser  # noqa: E402
 
 USAGE = """usage: attnbench <command> [arguments]
 
@@ -40,7 +41,9 @@ commands:
   bench [options]      step cost per variant, trainer overhead, module parity, attention scaling
   check-variant TARGET the slot protocol's checks on your class (pkg.mod:Class --slot feature), one line a failure
 
-`attnbench train --help` lists the config groups and their options."""
+`attnbench COMMAND --help` describes each command; `attnbench train --help` lists the config groups.
+Tab completion in bash: eval "$(attnbench -sc install=bash)"
+`attnbench --version` prints the version."""
 
 HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-p", "--package",
                     "--shell-completion", "-sc")
@@ -140,6 +143,9 @@ def _near_key(name: str, overrides: list[str]) -> str:
     return f": did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
 
 
+# what Hydra's --info may be followed by (``--info defaults``); alone it means all of them
+HYDRA_INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
 # Hydra flags followed by a value, which is no override (``--cfg job``, ``-p model``, ``--config-dir DIR``)
 HYDRA_VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cd", "--config-dir", "-cp", "--config-path", "-cn",
                      "--config-name", "--experimental-rerun")
@@ -151,13 +157,13 @@ def _split_args(args: list[str]) -> tuple[list[str], bool, bool]:
     The checks compose with attnbench's conf/ alone, so a ``--config-dir DIR`` becomes the search-path
     entry Hydra itself makes of it, ``hydra.searchpath=[file://DIR]``, among the overrides checked."""
     multirun = any(a in ("-m", "--multirun") for a in args)
-    informational = any(a in HYDRA_INFO_FLAGS for a in args)
+    informational = any(a.partition("=")[0] in HYDRA_INFO_FLAGS for a in args)
     overrides = []
-    rest = iter(args)
-    for arg in rest:
-        if arg in HYDRA_VALUE_FLAGS:
-            next(rest, None)  # the flag's value
-        elif not arg.startswith("-"):
+    for i, arg in enumerate(args):
+        previous = args[i - 1] if i else ""
+        if previous in HYDRA_VALUE_FLAGS or (previous in ("-i", "--info") and arg in HYDRA_INFO_TOPICS):
+            continue  # the flag's value
+        if not arg.startswith("-"):
             overrides.append(arg)
     return _with_search_path(overrides, _config_dirs(args)), multirun, informational
 
@@ -445,7 +451,7 @@ def _hydra_task(cfg) -> dict | None:
     from .job import failure_line, run_job, stop_line
     from .signals import Interrupted
     from .track import RunDirectory
-    from .track.console import error
+    from .track.console import error, interrupted
     from .track.run import claimed
 
     hc = HydraConfig.get()
@@ -453,13 +459,19 @@ def _hydra_task(cfg) -> dict | None:
     overrides = list(hc.overrides.task)
     run = RunDirectory(hc.runtime.output_dir)
     label = f"job {','.join(overrides)}: " if in_sweep else ""
+    if in_sweep and launch.process_rank() == 0:
+        from .callbacks import grid_line
+        from .track.console import console, fitted
+
+        # not logged: the job's train.log is open already, and a completed job's must stay as it is
+        console.print(grid_line(Path(hc.sweep.dir), hc.job.num), soft_wrap=not fitted())
     try:
         with launch.job(cfg, hc):
             return run_job(cfg, run.path, dict(hc.runtime.choices), overrides, in_sweep=in_sweep,
                            hydra_config=hc)
     except Interrupted as e:
         if launch.process_rank() == 0:
-            error(stop_line(e, run.path, in_sweep))
+            interrupted(stop_line(e, run.path, in_sweep))
         launch.requeue_if_preempted(e.signum)  # a SLURM job: submitit requeues it, and it resumes
         raise SystemExit(128 + e.signum) from None  # the sweep stops too: the user asked to stop
     except UserError as e:
@@ -526,6 +538,35 @@ def _taken(path: Path) -> str:
             f"`attnbench train resume={value}`, or give the new one a fresh directory")
 
 
+def shell_completion(args: list[str]) -> int:
+    """Hydra's shell completion (``-sc install=bash``, then ``-sc query=bash`` at each Tab), for the whole
+    ``attnbench`` command: the script Hydra prints registers ``attnbench``, and a query completes the
+    subcommand names, then a ``train`` line's overrides as Hydra completes an app's; other commands take
+    the shell's own file completion."""
+    import hydra
+
+    from .config import register_schemas
+
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if any(a.startswith("query=") for a in args) and words:
+        typing_command = len(words) == 1 or (len(words) == 2 and not line.endswith(" "))
+        if typing_command:
+            typed = words[1] if len(words) == 2 else ""
+            print(" ".join(c for c in COMMANDS if c.startswith(typed)))
+            return 0
+        if words[1] != "train":
+            print("")
+            return 0
+        # Hydra strips the program's name from the line: drop the subcommand too, which is no override
+        os.environ["COMP_LINE"] = line.replace("train", "", 1)
+    register_schemas()
+    main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
+    sys.argv = ["attnbench", *(a for a in args if a != "train")]
+    main()
+    return 0
+
+
 def train(args: list[str]) -> int:
     import hydra
 
@@ -533,6 +574,8 @@ def train(args: list[str]) -> int:
     from .config import register_schemas, renamed_overrides
     from .track.run import release_claims
 
+    if any(a in ("-sc", "--shell-completion") for a in args):
+        return shell_completion(args)
     overrides, multirun, informational = _split_args(args)
     renamed, deprecations = renamed_overrides(overrides)
     renamed, more = _episode_overrides(renamed, multirun)
@@ -590,6 +633,10 @@ def train(args: list[str]) -> int:
             return fail(problem)
         pinned = ("hydra.run.dir=", "hydra.sweep.dir=")
         args = [*(a for a in args if not a.startswith(pinned)), *launch.directory_overrides(run_dir, sweep_dir)]
+    if multirun and not informational:
+        from .callbacks import GRID_SIZE_ENV
+
+        os.environ[GRID_SIZE_ENV] = str(len(expand_jobs_of(overrides, multirun)))  # "job 2/4" in each job
     register_schemas()
     main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_hydra_task)
     sys.argv = ["attnbench train", *_flags_first(args)]
@@ -638,6 +685,14 @@ def _first_job(overrides: list[str], multirun: bool):
         return compose(expand_jobs(compose, overrides, multirun)[0])
 
 
+def expand_jobs_of(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override lists of every job of the command (already checked by ``preflight``)."""
+    from .config import composer
+
+    with composer() as compose:
+        return expand_jobs(compose, overrides, multirun)
+
+
 def _run_config(run_dir: Path):
     """The configuration, group choices and overrides a run directory was made with."""
     from omegaconf import OmegaConf
@@ -665,7 +720,7 @@ def resume_run(path: str) -> int:
     from .job import failure_line, fingerprint, run_job, stop_line
     from .signals import Interrupted
     from .track import RunDirectory
-    from .track.console import error, info
+    from .track.console import error, info, interrupted
     from .track.run import Claim
 
     run_dir = Path(path).expanduser()
@@ -698,7 +753,7 @@ def resume_run(path: str) -> int:
         run_job(cfg, run_dir, choices, overrides, resume=True)
     except Interrupted as e:
         if launch.process_rank() == 0:
-            error(stop_line(e, run_dir, in_sweep=False))
+            interrupted(stop_line(e, run_dir, in_sweep=False))
         return 128 + e.signum
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -732,10 +787,12 @@ def evaluate_run(args: list[str]) -> int:
     from .track import Logger, RunDirectory, json_ready
     from .track.console import console, format_value
 
-    if len(args) != 1 or args[0].startswith("-"):
-        return fail("usage: attnbench eval RUN_DIR")
-    run_dir = Path(args[0]).expanduser()
+    parser = CommandParser(prog="attnbench eval", description="The test metrics of a run directory's best "
+                           "checkpoint, evaluated again with the run's own configuration (and logged to W&B "
+                           "as an eval job when the run's logger is on).")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (outputs/runs/<date>/<time>)")
     try:
+        run_dir = Path(parser.parse_args(args).run_dir).expanduser()
         cfg, choices, overrides = _run_config(run_dir)
         seed_everything(cfg.seed)
         task = build_task(cfg, choices)
@@ -796,6 +853,9 @@ def list_catalogue(args: list[str]) -> int:
     from .tasks.build import families_fitting, fits_task
     from .track.console import console
 
+    CommandParser(prog="attnbench list", description="The attention variants (model=), with their slot, the "
+                  "task families they fit and their paper; the data sets (data=) and the backbones (backbone=)."
+                  ).parse_args(args)
     conf = conf_dir()
     plugins = loaded(VARIANT_GROUP)  # a plugin that does not load costs one warning line, not the list
     variants = Table(title=f"attention variants ({len(VARIANTS) - 1} + none"
@@ -840,7 +900,7 @@ def list_catalogue(args: list[str]) -> int:
 def benchmark(args: list[str]) -> int:
     from . import bench
 
-    return _one_line(bench.main, args)
+    return bench.main(args)
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -854,7 +914,7 @@ def compare_runs(args: list[str]) -> int:
 def check_variant(args: list[str]) -> int:
     from . import check_variant
 
-    return _one_line(check_variant.main, args)
+    return check_variant.main(args)
 
 
 def _one_line(command: Callable[[list[str]], int], args: list[str]) -> int:
@@ -878,17 +938,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
+    if args[0] == "--version":
+        from . import __version__
+
+        print(f"attnbench {__version__}")
+        return 0
+    if args[0] in ("-sc", "--shell-completion"):  # the completion script calls `attnbench -sc query=bash`
+        return shell_completion(args)
     command = COMMANDS.get(args[0])
     if command is None:
         near = difflib.get_close_matches(args[0], list(COMMANDS), n=1)
         return fail(f"unknown command {args[0]!r}" + (f"; did you mean `attnbench {near[0]}`?" if near else "") +
                     " (`attnbench --help` lists the commands)")
     try:
-        return command(args[1:])
+        return _one_line(command, args[1:])
     except KeyboardInterrupt:  # a Ctrl-C outside a job's training (composing, between the jobs of a grid)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print("stopped by SIGINT", file=sys.stderr)
+        print("interrupted: stopped by SIGINT", file=sys.stderr)
         return 130
 
 

@@ -26,7 +26,6 @@ Without a GPU and without ``--cpu`` it refuses in one line (exit status 2).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
@@ -44,7 +43,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from .errors import CommandParser, UserError
 
 # the default data set of each task family (the embedded, offline ones), and its one-epoch overrides
 FAMILIES = {"classify": "digits", "rate": "reviews", "caption": "shapes", "fewshot": "glyphs"}
@@ -431,13 +430,8 @@ def run(plan: Plan, budget_s: float, only: list[str]) -> dict[str, Any]:
     return report
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise UserError(f"gpu_check: {message} (`scripts/gpu_check.sh --help` lists the options)")
-
-
 def main(args: list[str]) -> int:
-    parser = _Parser(prog="scripts/gpu_check.sh", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="scripts/gpu_check.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="folder to write gpu_check.json and gpu_check.md into")
     parser.add_argument("--cifar", help="the CIFAR-10 JPEG folder (train/<class>/*.jpg, test/<class>/*.jpg)")
     parser.add_argument("--cpu", action="store_true", help="the dry run: tiny sizes on the CPU, in seconds")

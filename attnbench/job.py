@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import __version__
 from .attention import Attention, attention_parameters
 from .data import last_load
+from .data.decode import progress_to
 from .engine import Interrupted, NonFiniteLoss, Trainer, check_resumable, distributed
 from .errors import UserError
 from .printable import markup
@@ -33,7 +34,7 @@ from .signals import stop_signals
 from .tasks import build_task
 from .tasks.build import variant_classes
 from .track import Logger, RunDirectory, create_logger, explicit_keys, json_ready
-from .track.console import console, info, phase, summary_table, warn
+from .track.console import console, info, phase, shown, summary_table, warn
 from .track.phases import Stopwatch, process_started_at
 from .track.run import Claim, claimed, write_hydra_files
 
@@ -58,10 +59,11 @@ def fingerprint(cfg: DictConfig) -> str:
 
 
 def group_name(choices: dict[str, str], overrides: list[str]) -> str:
-    """The W&B group: the job's configuration without its seed, so the seeds of one setting aggregate."""
+    """The job's configuration without its seed, so the seeds of one setting aggregate."""
     parts = {f"{k}={choices[k]}" for k in ("data", "backbone", "model")}
     parts |= {o for o in overrides if not o.startswith(("seed=", "resume=")) and "=" in o}
     return ",".join(sorted(parts))
+
 
 
 # summary.json's top-level figures that W&B's summary holds too (beside every metric, primary and status)
@@ -241,9 +243,10 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
         try:
             with guard.interruptible():
                 seed_everything(cfg.seed)
+                info(recipe_line(cfg, choices))
                 loaded_before = last_load()
                 with phase(f"preparing data={choices['data']}, backbone={choices['backbone']}, "
-                           f"model={choices['model']}"):
+                           f"model={choices['model']}") as show, progress_to(show):
                     built = time.perf_counter()
                     task = build_task(cfg, choices)
                     loaded = last_load()
@@ -264,6 +267,7 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                 logger = open_logger(cfg, run, task, choices, overrides, in_sweep,
                                      checkpoint.get("wandb_id") if checkpoint else None) if world.main else Logger()
                 trainer = Trainer(cfg.trainer, task, run, logger, seed=cfg.seed, fingerprint=fingerprint(cfg))
+                trainer.cost_hint = cost_hint(cfg, task)
                 trainer.setup(checkpoint)
                 if world.main:
                     task.save_artifacts(run.path)
@@ -277,9 +281,19 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
                     with phase("testing the best checkpoint"), watch("test"):
                         trainer.test()
                     if world.main:  # pictures, inference timing and W&B media: rank 0 alone, the others are done
-                        with phase("drawing attention figures"), watch("figures"):
-                            figures = task.figures(task.model, run.figures)
-                            logger.log_images(figures, step=trainer.state.step)
+                        nothing = None if getattr(task, "draws_without_maps", False) else nothing_to_draw(
+                            task.attention, choices["model"])
+                        figures = {}
+                        if nothing:
+                            info(nothing)
+                        else:
+                            with phase("drawing attention figures"), watch("figures"):
+                                figures = task.figures(task.model, run.figures)
+                                # under figures/: the summary's `attention` is the attention record
+                                logger.log_images({f"figures/{k}": p for k, p in figures.items()},
+                                                  step=trainer.state.step)
+                            if not figures:
+                                info(f"no attention figure: model={choices['model']} recorded no map to draw")
                         with phase("measuring inference cost (FLOPs, samples/s)"), watch("cost"):
                             summary.update(**trainer.inference_cost(),
                                            figures=sorted(str(p) for p in figures.values()))
@@ -312,9 +326,51 @@ def _run(cfg: DictConfig, run: RunDirectory, choices: dict[str, str], overrides:
             if not isinstance(error, Interrupted):
                 guard.raise_deferred()  # a stop asked for while the end was recorded: the sweep stops too
     console.print(summary_table(summary))
-    info(f"run directory: {run_dir}")
+    info(f"run directory: {shown(run_dir)}")
     info(f"{summary['primary']['name']} = {summary['primary']['value']:.4f}")
     return summary
+
+
+def recipe_line(cfg: DictConfig, choices: dict[str, str]) -> str:
+    """The training recipe the run follows, in one line, so that a change of ``data=`` (which picks a data set's
+    own trainer option) never changes the schedule, batch or augmentation unseen:
+    ``recipe: trainer=cifar, 60 epochs, batch 128, sgd lr 0.1, crop_pad=4 flip``."""
+    t = cfg.trainer
+    augmentation = [f"{k}={cfg.data[k]}" for k in ("crop_pad",) if cfg.data.get(k)]
+    augmentation += [k for k in ("flip", "test_flip") if cfg.data.get(k)]
+    episodes = f", episodes_per_step {cfg.task.episodes_per_step}" if "episodes_per_step" in cfg.task else \
+        f", batch {t.batch_size}"
+    epochs = f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}"
+    return (f"recipe: trainer={choices.get('trainer', 'default')}, {epochs}{episodes}, {t.optimizer} lr {t.lr:g}, "
+            f"{' '.join(augmentation) or 'no augmentation'}")
+
+
+def cost_hint(cfg: DictConfig, task: Any) -> str:
+    """What a long run's time most likely comes from and the setting that changes it, in words a user can
+    type: the image side (and the positions each attention map weighs), the sequence length, else the
+    schedule."""
+    positions = max((m["over"].get("positions", 0) for m in task.attention["modules"]), default=0)
+    over = f", attention over {positions} positions per map" if positions >= 256 else ""
+    if "image_size" in cfg.data:
+        batch, _ = task.example_batch(limit=1)
+        fields = vars(batch).values() if hasattr(batch, "__dict__") else [batch]
+        side = next((t.shape[-1] for t in fields if isinstance(t, torch.Tensor) and t.dim() >= 4), None)
+        if side is not None and side > 32:
+            return f"{side}×{side} images{over}: data.image_size={side // 2} makes steps about 4× cheaper"
+    if "max_len" in cfg.data and cfg.data.max_len:
+        return f"texts of up to {cfg.data.max_len} tokens: a smaller data.max_len makes steps cheaper"
+    return f"{cfg.trainer.epochs} epochs: fewer (trainer.epochs=…) or less data shortens it"
+
+
+def nothing_to_draw(record: dict[str, Any], model: str) -> str | None:
+    """The line a run prints instead of drawing figures when its attention has no map to draw (no module,
+    or only weights over channels, which have no place in the image); None when there may be one."""
+    modules = record["modules"]
+    if not modules:
+        return f"no attention figures: model={model} has no attention module"
+    if all(m["over"] and set(m["over"]) <= {"channels"} for m in modules):  # {}: a module that does not say
+        return f"no attention figures: model={model} weighs channels, not places in the input"
+    return None
 
 
 def announce_attention(record: dict[str, Any]) -> None:

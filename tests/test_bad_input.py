@@ -36,6 +36,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 Image.fromarray(pixels).save(root / "images" / split / label / f"{i}.jpg")
     (root / "images" / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (root / "reviews.csv").write_text("body,stars\ngreat food,5\nawful service,1\nfine,3\n")
+    # a rating on a continuous scale, as VADER's tables hold it: 30 distinct values
+    (root / "ratings.tsv").write_text("text\tlabel\n" + "".join(f"review {i}\t{i / 10 - 1.5:.2f}\n" for i in range(30)))
     (root / "not_a_run").mkdir()
     (root / "cats,dogs").mkdir()
     _write_cifar(root / "cifar_meta_payload", meta={"label_names": _Payload()})
@@ -122,6 +124,9 @@ CATALOGUE = {
     "labels out of range": (["data=text_file", "data.path=reviews.csv", "data.text_column=body",
                              "data.label_column=stars", "data.classes=[1,5]"],
                             "row 3 has label '3', which is not one of the declared classes 1, 5"),
+    "a numeric label column with many values in classification": (
+        ["data=text_file", "data.path=ratings.tsv"],
+        "column 'label' holds 30 distinct numbers, a rating rather than classes: add data.target=regression"),
     "resume a folder that is not a run": (["resume=not_a_run"], "not_a_run is not an attnbench run directory"),
     "a new run in a finished run's directory": (["hydra.run.dir=run", "model=se"],
                                                 "hydra.run.dir=run already holds a run"),

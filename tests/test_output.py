@@ -34,7 +34,76 @@ def test_compare_table_fits_80_100_and_120_columns(tmp_path: Path) -> None:
         assert "…" not in out and max(len(line) for line in out.splitlines()) <= columns, (columns, out)
         assert "0.9600 ± 0.0100" in out and "baseline" in out  # the primary metric and Δ always stay
     narrow = " ".join(attnbench("compare", str(sweep), cwd=tmp_path, env={"COLUMNS": "80"}).stdout.split())
-    assert ("80 columns: left out vs, test, p, P(>), params, attn params, head params, FLOPs/sample, train samples/s, "
-            "peak MB, wall s") in narrow  # the interval and the corrected p stay longest
+    assert "params" in narrow.split("80 columns")[0] and "train samples/s" in narrow.split("80 columns")[0]
+    assert ("80 columns: left out 95% CI, vs, test, p, p (BH), P(>), attn params, head params, FLOPs/sample, "
+            "peak MB, wall s") in narrow  # the parameters and the throughput stay longest
     wide = attnbench("compare", str(sweep), cwd=tmp_path, check=True).stdout  # piped, no COLUMNS: every column
     assert "wall s" in wide and "left out" not in wide
+
+
+def _widest(text: str) -> tuple[int, str]:
+    return max((len(line), line) for line in text.splitlines())
+
+
+def test_a_run_and_a_grid_fit_80_columns(tmp_path: Path) -> None:
+    """Every line a run and a 2-job grid print (epochs, W&B, the summary table and its title, the grid's
+    comparison) fits a terminal of 80 columns; the grid says which job of how many runs and, after the first,
+    how long the grid has left."""
+    from runner import attnbench
+
+    env = {"COLUMNS": "80"}
+    run = attnbench("train", "trainer.epochs=1", "model=cbam", cwd=tmp_path, env=env, check=True)
+    out = run.stdout + run.stderr
+    assert _widest(out)[0] <= 80, _widest(out)
+    assert "epoch 1/1 train loss" in out and "W&B run" in out
+    assert "classify · data=digits · backbone=smallcnn · model=cbam · seed=0\n" in out  # the title on one line
+
+    grid = attnbench("train", "-m", "model=none,se", "trainer.epochs=1", "hydra.sweep.dir=grid", cwd=tmp_path,
+                     env=env, check=True)
+    out = grid.stdout + grid.stderr
+    assert _widest(out)[0] <= 80, _widest(out)
+    lines = out.splitlines()
+    assert "job 1/2" in lines
+    [second] = [line for line in lines if line.startswith("job 2/2")]
+    assert " left in the grid (1 done, " in second, second
+    assert sum(line.startswith("W&B run ") for line in lines) == 3  # two jobs and the comparison, each once
+    assert "params" in out and "train samples/s" in out  # compare keeps the costs at 80 columns
+
+
+def test_time_left_covers_validation_and_test() -> None:
+    """The run's clock: training steps, then each validation left and the test (six validations' worth when the
+    test split is six times the validation split), measured once a validation has run."""
+    from attnbench.engine.trainer import RunClock
+
+    class Episodic:
+        def eval_share(self, split: str) -> float:
+            return {"val": 0.1, "test": 0.6}[split]
+
+    clock = RunClock(Episodic(), epochs=2, steps_per_epoch=30)
+    assert clock.left(0, 0) is None  # no step timed yet
+    clock.step_s = 1.0  # before a validation: a third of an epoch's step time per unit of data
+    assert clock.left(0, 0) == 60 + 2 * (30 / 3 * 0.1) + 30 / 3 * 0.6
+    clock.validation_s = 3.0  # measured: the test is six of them
+    assert clock.left(30, 1) == 30 + 3.0 + 18.0
+
+
+def test_a_long_run_says_so_before_it_trains_on(tmp_path: Path) -> None:
+    """A run estimated over 10 minutes prints one warning with the time and what to change, then trains on."""
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "attnbench", "train", "trainer.epochs=30000", "logger=none"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in process.stdout:  # up to the first epoch: the warning comes before it
+            lines.append(line)
+            if line.startswith("epoch 1/"):
+                break
+        text = " ".join("".join(lines).split())  # as one line, however the console wrapped it
+        assert "warning: this run takes about " in text, text
+        assert "evaluation included); 30000 epochs: fewer (trainer.epochs=…)" in text, text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)

@@ -23,7 +23,7 @@ def test_default_run_learns_digits(tmp_path: Path) -> None:
     assert s["primary"]["value"] >= 0.95
     assert s["attention_params"] > 0 and s["params"] > s["attention_params"] and s["flops_per_sample"] > 0
     last = result.stdout.strip().splitlines()[-2:]
-    assert str(run) in last[0] and last[1].startswith("test/acc = ")
+    assert last[0] == f"run directory: {run.relative_to(tmp_path)}" and last[1].startswith("test/acc = ")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in records} == {"train", "val"} and all("epoch" in r and "step" in r for r in records)
     assert (run / "checkpoints" / "last.pt").exists() and (run / "checkpoints" / "best.pt").exists()
@@ -84,6 +84,7 @@ def test_sigterm_saves_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path)
     assert process.returncode == 128 + signal.SIGTERM
     line = err.strip().splitlines()[-1]  # one line: the saved checkpoint and the exact command that continues
     where = (tmp_path / "stopped").resolve()
+    assert line.startswith("interrupted: ") and "error" not in err  # the user asked for it: no error
     assert "stopped by SIGTERM" in line and f"checkpoint {where / 'checkpoints' / 'last.pt'} saved" in line
     assert line.endswith(f"continue with `attnbench train resume={where}`"), line
     stopped = summary(tmp_path / "stopped")

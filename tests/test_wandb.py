@@ -78,3 +78,28 @@ def test_login_is_decided_by_wandb_for_the_server_in_wandb_base_url(tmp_path: Pa
             check=True).stdout.strip()
     assert found == {"https://wandb.example.com": "True", "https://api.wandb.ai": "False"}
 
+
+
+def test_long_group_is_cut_with_a_hash_and_a_short_run_still_logs_step_loss(tmp_path: Path) -> None:
+    """A group over W&B's 128 characters (own-data overrides) becomes 128 with a stable hash, the whole text in
+    the config; a run shorter than trainer.log_every steps logs step/loss once per epoch; the attention
+    image (figures/attention) and the attention record (attention) keep keys of their own."""
+    overrides = ["trainer.epochs=2", "trainer.lr=0.0123456789", "trainer.weight_decay=0.000123456789",
+                 "trainer.label_smoothing=0.0123456789", "trainer.warmup_epochs=0", "trainer.eval_batch_size=256"]
+    for folder in ("a", "b"):  # two seeds of one setting
+        attnbench("train", *overrides, f"seed={ord(folder) - 97}", f"hydra.run.dir={folder}", cwd=tmp_path,
+                  check=True)
+    first, second = wandb_run(tmp_path / "a"), wandb_run(tmp_path / "b")
+    config = {item.key: json.loads(item.value_json) for item in first.config.update}
+    assert len(config["group"]) > 128 and len(first.run_group) == 128
+    assert first.run_group == second.run_group and first.run_group[:100] == config["group"][:100]
+
+    records = wandb_records(tmp_path / "a")
+    steps = [r.history.step.num for r in records if r.WhichOneof("record_type") == "history"
+             and any(i.nested_key == ["step/loss"] for i in r.history.item)]
+    per_epoch = json.loads((tmp_path / "a" / "summary.json").read_text())["step"] // 2
+    assert per_epoch < 50 and steps == [per_epoch, 2 * per_epoch]  # log_every is 50: once at each epoch's end
+    images = {"/".join(i.nested_key) or i.key for r in records if r.WhichOneof("record_type") == "history"
+              for i in r.history.item}
+    assert any(key.startswith("figures/attention") for key in images), images
+    assert isinstance(wandb_summary(tmp_path / "a")["attention"], dict)  # the record, not overwritten by an image

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import CommandParser, UserError
 from ..printable import markup, printable
 from .analysis import COST, Comparison, Report, build_report, parse_baseline, parse_selection
 from .formats import FORMATS, render, render_markdown, render_table
@@ -36,11 +36,7 @@ SUFFIX_FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".j
 
 def parser() -> argparse.ArgumentParser:
     """compare's options (argparse, as every attnbench command); an error is one line, exit status 2."""
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:
-            raise UserError(f"compare: {message} (`attnbench compare --help` lists the options)")
-
-    out = Parser(prog="attnbench compare", description=DESCRIPTION, epilog=EPILOG,
+    out = CommandParser(prog="attnbench compare", description=DESCRIPTION, epilog=EPILOG,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
     out.add_argument("paths", nargs="*", metavar="PATH", help="sweep directories, run directories or globs")
     out.add_argument("--baseline", metavar="KEY=VALUE[,KEY=VALUE]",
@@ -191,7 +187,7 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] =
     in the sweep directory, and logged to W&B when the sweep's logger is W&B."""
     import sys
 
-    from ..track.console import console
+    from ..track.console import console, fitted, info, shown
     from ..track.run import atomic_write
 
     def warn(message: str) -> None:  # the console only: Hydra's own logging would print it a second time
@@ -208,11 +204,10 @@ def sweep_report(sweep_dir: Path, logger_cfg: Any = None, overrides: list[str] =
     for problem in report.problems:
         warn(problem)
     console.file.flush()
-    sys.stdout.write(render_table(report, width=console.width if console.is_terminal else None,
-                                  color=console.is_terminal))
+    sys.stdout.write(render_table(report, width=console.width if fitted() else None, color=console.is_terminal))
     atomic_write(sweep_dir / "compare.md", lambda f: f.write(render_markdown(report).encode()))
     plot_path = plot(report, sweep_dir / "compare.png")
-    console.print(markup(f"comparison written to {sweep_dir / 'compare.md'} and {plot_path} "
-                         f"(`attnbench compare {sweep_dir}` prints it again, --help for formats)"), soft_wrap=True)
+    info("comparison written to compare.md and compare.png in the sweep directory; "
+         f"`attnbench compare {shown(sweep_dir)}` prints it again (--help: formats)")
     if logger_cfg is not None:
         log_to_wandb(report, logger_cfg, sweep_dir, plot_path, overrides)  # a Logger that does nothing when off

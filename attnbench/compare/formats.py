@@ -169,11 +169,14 @@ def incomplete_rows(c: Comparison) -> list[list[str]]:
     return rows
 
 
-# What the terminal table leaves out, in this order, when it is wider than the terminal: time and memory,
-# then throughput and FLOPs, then the tests' details and the parameter counts. The rank, the settings, n, the
-# primary metric, Δ, its interval and the verdict always stay; markdown, csv and json keep every column.
-DROP_ORDER = ("wall s", "peak MB", "train samples/s", "FLOPs/sample", "head params", "params", "test", "p", "vs",
-              "attn params", "chosen", "P(>)", "95% CI", "p (adj)")
+# What the terminal table leaves out, in this order, when it is wider than the terminal: time and memory, the
+# finer cost columns (head and attention parameters, FLOPs), then the statistics a reader can do without (the
+# test's name, the raw p, the reference, the tuning choice, P(>), the mean's interval, the adjusted p), and only
+# then the two costs a reader weighs a gain against: training throughput and parameters. The rank, the
+# settings, n, the primary metric, Δ, its interval and the verdict always stay; markdown, csv and json keep
+# every column.
+DROP_ORDER = ("wall s", "peak MB", "head params", "FLOPs/sample", "attn params", "test", "p", "vs", "chosen", "P(>)",
+              "95% CI", "p (adj)", "train samples/s", "params")
 
 
 def fit_columns(console: Any, headers: list[str], rows: list[list[str]], droppable: list[str]) -> list[int]:

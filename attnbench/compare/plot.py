@@ -6,8 +6,14 @@ from pathlib import Path
 
 from ..printable import printable
 from ..track.run import atomic_write
-from .analysis import Report
+from .analysis import Report, bounds
 from .formats import fmt_p
+
+
+def _within(limits: tuple[float, float], metric: str) -> tuple[float, float]:
+    """Axis limits of ``metric`` kept inside the range its values can take (accuracy within [0, 1])."""
+    lo, hi = bounds(metric)
+    return max(limits[0], lo), min(limits[1], hi)
 
 
 def plot(report: Report, path: Path) -> Path:
@@ -42,8 +48,9 @@ def _draw(report: Report, path: Path) -> Path:
                            zorder=4)
             text = f"{row.mean:.4f}" + (f"   Δ {row.delta:+.4f}, p {fmt_p(row.p_value)}" if row.delta is not None
                                         else "   baseline" if row.is_baseline else "")
-            ranked.annotate(text, (max(hi, *row.scores), y), xytext=(10, 0), textcoords="offset points",
-                            va="center", fontsize=9)
+            # right of the panel (x in axes fractions): the metric's axis keeps to the metric's range
+            ranked.annotate(text, (1.0, y), xycoords=ranked.get_yaxis_transform(), xytext=(8, 0),
+                            textcoords="offset points", va="center", fontsize=9, annotation_clip=False)
         baseline = next((row for row in rows if row.is_baseline), None)
         if baseline is not None:
             ranked.axvline(baseline.mean, color="0.55", ls="--", lw=1, zorder=1)
@@ -52,8 +59,7 @@ def _draw(report: Report, path: Path) -> Path:
         ranked.set_ylim(len(rows) - 0.5, -0.5)
         ranked.set_xlabel(printable(f"{c.primary}: mean with 95% CI, one dot per seed"))
         ranked.grid(axis="x", alpha=0.3)
-        left, right = ranked.get_xlim()
-        ranked.set_xlim(left, right + 0.5 * (right - left))  # room for the figures written right of each bar
+        ranked.set_xlim(*_within(ranked.get_xlim(), c.primary))
         ranked.set_title(printable(f"data={c.data} · {c.primary} ({'higher' if c.higher_is_better else 'lower'} is "
                                    f"better)" + (f" · dashed: {c.baseline}" if c.baseline else "")), loc="left",
                          fontsize=11)
@@ -68,19 +74,28 @@ def _draw(report: Report, path: Path) -> Path:
                 ax.annotate(printable(row.label), (x, row.mean), xytext=(7, 5), textcoords="offset points", fontsize=9,
                             color=color[row.label])
             xs = [row.cost[key] for row in points]
-            if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
-                ax.set_xscale("log")
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
             ax.margins(x=0.18, y=0.08)
+            if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+                ax.set_xscale("log")
+                axis += ", log scale: does not start at zero"
+            elif xs:  # from zero: a 1% difference in cost looks like one
+                ax.set_xlim(0, max(xs) * 1.25)
+            ax.set_ylim(*_within(ax.get_ylim(), c.primary))
             ax.set_xlabel(axis)
             ax.set_ylabel(printable(f"{c.primary} (95% CI)"))
             ax.grid(alpha=0.3)
             ax.set_title(printable(f"{c.primary}") + f" against {axis.split(' (')[0]}", loc="left", fontsize=11)
             if not points:
                 ax.text(0.5, 0.5, f"no {key} in the summaries", transform=ax.transAxes, ha="center")
+    data = ", ".join(f"data={c.data}" for c in report.comparisons)
+    fig.suptitle(f"Attention variants compared: {data} · the primary metric, then against its cost",
+                 fontsize=13, fontweight="bold")
     fig.tight_layout()
     try:  # through a temporary file: an existing picture (or a symlink there) is replaced, never written through
-        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower(), dpi=110))
+        # bbox "tight": the figures written right of the first panel's bars are included
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower(), dpi=110,
+                                                 bbox_inches="tight"))
     finally:
         plt.close(fig)
     return path

@@ -14,10 +14,12 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -120,22 +122,50 @@ def _pool(n: int) -> Executor | None:
     return ThreadPoolExecutor(workers)
 
 
+# where the progress line goes while a run shows a spinner (the run's ``phase``), which would otherwise print
+# each redraw of the line as a line of its own; None: the line is drawn on stderr, when it is a terminal
+_sink: Callable[[str], None] | None = None
+
+
+@contextmanager
+def progress_to(show: Callable[[str], None]) -> Iterator[None]:
+    """Within the block the decoding progress line is handed to ``show`` (a spinner's text)."""
+    global _sink
+    previous, _sink = _sink, show
+    try:
+        yield
+    finally:
+        _sink = previous
+
+
 class _Progress:
-    """``decoding SOURCE: done/total`` redrawn on stderr when it is a terminal; silent otherwise."""
+    """``decoding SOURCE: done/total images, N/s`` redrawn in place (beside the run's spinner, or on stderr
+    when it is a terminal); silent otherwise. The line never wraps (a wrapped line cannot be redrawn: each
+    update would add lines): the source is shortened from the left to fit the terminal's width."""
 
     def __init__(self, total: int, source: str) -> None:
         self.total, self.source, self.done = total, source, 0
-        self.shown = sys.stderr.isatty() and total >= PARALLEL_FROM
-        self.last = 0.0
+        self.shown = (_sink is not None or sys.stderr.isatty()) and total >= PARALLEL_FROM
+        self.started = self.last = time.perf_counter()
+
+    def line(self, width: int) -> str:
+        speed = self.done / max(time.perf_counter() - self.started, 1e-9)
+        counts = f": {self.done:,}/{self.total:,} images, {speed:,.0f}/s"
+        room = width - 1 - len("decoding ") - len(counts)  # the last column stays empty: no wrap
+        source = self.source if len(self.source) <= room else "…" + self.source[len(self.source) - room + 1:]
+        return f"decoding {source}{counts}"
 
     def add(self, n: int) -> None:
         self.done += n
         now = time.perf_counter()
         if self.shown and (now - self.last > 0.2 or self.done == self.total):
             self.last = now
+            width = shutil.get_terminal_size().columns
+            if _sink is not None:
+                _sink(self.line(width - 2))  # the spinner and a space before it
+                return
             end = "\n" if self.done == self.total else ""
-            print(f"\rdecoding {self.source}: {self.done:,}/{self.total:,} images", end=end, file=sys.stderr,
-                  flush=True)
+            print(f"\r{self.line(width)}\x1b[K", end=end, file=sys.stderr, flush=True)  # K: clear the rest
 
 
 def decode_into(out: np.ndarray, items: Items, decode: Decoder, source: str) -> None:

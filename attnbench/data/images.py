@@ -220,7 +220,9 @@ def _read_hub_cifar(hub_id: str, image_column: str, label_column: str, cache: bo
                     memory_budget_mb: float | None) -> tuple[Arrays, list[str]]:
     """A hub parquet data set with an image column and a ClassLabel column (``uoft-cs/cifar10`` layout); its
     images decoded once into the cache, or streamed (``data.stream``)."""
-    dd = load_hub(hub_id, "point data.root at a torchvision CIFAR folder")
+    dd = load_hub(hub_id, "train offline: data.root=DIR (a torchvision cifar-10-batches-py folder), or the images as "
+                          "files with data=image_folder data.path=DIR (train/<class>/*.jpg; the CIFAR-10 JPEG study "
+                          "in the README, `Your own data`)")
     first = dd[next(iter(dd))]
     check_columns(first, hub_id, (image_column, label_column))
     feature = first.features[label_column]

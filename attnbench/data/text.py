@@ -205,6 +205,10 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# more distinct numeric labels than this, undeclared, are a rating: classification would train a class per value
+NUMERIC_CLASSES_MAX = 20
+
+
 def _class_order(labels: list[str]) -> list[str]:
     """Classes sorted numerically when every label is a number (1 < 2 < 10), else alphabetically."""
     if all(_number(label) is not None for label in labels):
@@ -282,6 +286,10 @@ def load_text_file(path: str | None = None, text_column: str = "text", label_col
                                 f"declared classes {', '.join(names)} (data.classes)")
         else:
             names = _class_order(sorted(set(strings)))
+            if len(names) > NUMERIC_CLASSES_MAX and all(_number(name) is not None for name in names):
+                raise UserError(f"data.path={path}: column {label_column!r} holds {len(names):,} distinct numbers, "
+                                f"a rating rather than classes: add data.target=regression (or name the classes "
+                                f"in data.classes)")
         index = {name: i for i, name in enumerate(names)}
         labels = np.asarray([index[s] for s in strings], dtype=np.int64)
         ordered = all(_number(name) is not None for name in names)

@@ -37,6 +37,10 @@ class Task(Protocol):
         Run the model by calling it, ``model(...)``: under DDP it is the DistributedDataParallel wrapper,
         whose forward alone all-reduces the gradients (``self.model`` is the module inside)."""
 
+    def eval_share(self, split: str) -> float | None:
+        """The size of ``split``'s evaluation against an epoch of training (samples or episodes), for the
+        run's time estimate; None when unknown (the test is then taken to cost what validation does)."""
+
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Metrics on ``val`` or ``test``, keyed without the split (``{"acc": 0.97}``); one sync at the end."""
 

@@ -29,7 +29,7 @@ from ..errors import UserError
 from ..seeds import mixed_seed
 from ..signals import Interrupted, StopSignals, stop_signals
 from ..track import Logger, RunDirectory
-from ..track.console import TrainingProgress, info
+from ..track.console import TrainingProgress, duration, info, warn
 from ..track.phases import Stopwatch
 from . import distributed
 from .cost import MemoryPeak, leading
@@ -128,6 +128,49 @@ def check_resumable(checkpoint: dict[str, Any], fingerprint: str, path: Any) -> 
                         f"not written by attnbench's trainer); start the run again in a fresh directory")
 
 
+LONG_RUN_S = 600.0  # a run estimated to take longer says so, with its cause, before it trains on
+FORWARD_SHARE = 1 / 3  # an evaluation pass over a sample against a training step's (forward and backward)
+
+
+class RunClock:
+    """What is left of a run: the training steps at the measured time of a step, each validation left and
+    the test at the measured time of a validation. Before the first validation, a split is taken to cost a
+    third of a training epoch per sample (forward only), times its size against the training split's
+    (``Task.eval_share``); the test, the validation's time times their sizes."""
+
+    def __init__(self, task: Task, epochs: int, steps_per_epoch: int) -> None:
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.shares = {split: getattr(task, "eval_share", lambda _: None)(split) for split in ("val", "test")}
+        self.step_s: float | None = None
+        self.validation_s: float | None = None
+
+    def _evaluation_s(self, split: str) -> float:
+        val, share = self.shares["val"], self.shares[split]
+        if self.validation_s is not None:
+            return self.validation_s * (share / val if split == "test" and share and val else 1.0)
+        epoch_s = (self.step_s or 0.0) * self.steps_per_epoch
+        return epoch_s * FORWARD_SHARE * (share if share is not None else (val or 0.0))
+
+    def left(self, step: int, epochs_done: int) -> float | None:
+        """Seconds left after ``step`` with ``epochs_done`` validations done; None before a step is timed."""
+        if self.step_s is None:
+            return None
+        steps_left = self.epochs * self.steps_per_epoch - step
+        return (steps_left * self.step_s + (self.epochs - epochs_done) * self._evaluation_s("val")
+                + self._evaluation_s("test"))
+
+
+def epoch_line(metrics: dict[str, float]) -> str:
+    """The metrics of an epoch grouped by split, each split named once, four significant digits, so that the
+    line fits 80 columns: ``train loss 2.294  val acc 0.1333 loss 2.265 entropy 3.448`` (metrics.jsonl keeps
+    every digit)."""
+    splits: dict[str, list[str]] = {}
+    for name, value in metrics.items():
+        split, _, metric = name.partition("/")
+        splits.setdefault(split, []).append(f"{metric} {value:.4g}")
+    return "  ".join(f"{split} {' '.join(values)}" for split, values in splits.items())
+
+
 class Trainer:
     def __init__(self, cfg: TrainerConfig, task: Task, run: RunDirectory, logger: Logger, *, seed: int,
                  fingerprint: str) -> None:
@@ -145,6 +188,10 @@ class Trainer:
         self.train_samples = 0
         self._flushed = time.perf_counter()  # when the losses were last read (the progress bar's last move)
         self._warm = False  # this process has run its warm-up steps (compilation, allocator, cudnn search)
+        self._step_loss: float | None = None  # the mean loss of the steps last read (step/loss)
+        self._step_logged = 0  # the step step/loss was last logged at
+        self.cost_hint = ""  # what makes this run slow and the setting that changes it (the job says)
+        self.clock: RunClock | None = None
         self.stopwatch = Stopwatch()  # train_steps, validation, epoch_records: where fit's time goes
         # memory of the training steps (every epoch's), and of evaluation (validation; the job adds test and
         # the cost measurement); each also keeps the Unix times of its blocks
@@ -280,15 +327,19 @@ class Trainer:
         """Train from ``self.state`` to the last epoch, evaluating on val after every epoch."""
         cfg, task, watch = self.cfg, self.task, self.stopwatch
         steps_per_epoch = task.steps_per_epoch()
+        self.clock = clock = RunClock(task, cfg.epochs, steps_per_epoch)
+        first_step = self.state.step
         with stop_signals(polling=True) as stop, TrainingProgress(cfg.epochs * steps_per_epoch, cfg.epochs) as bar:
-            for epoch in range(self.state.epoch, cfg.epochs):
+            for number, epoch in enumerate(range(self.state.epoch, cfg.epochs), 1):
                 with watch("train_steps"), self.training_peak:
                     train_metrics = self.train_epoch(epoch, stop, bar)
+                clock.step_s = watch.seconds["train_steps"] / max(self.state.step - first_step, 1)
                 distributed.broadcast_buffers(self.task.model)
                 bar.doing("validating")
                 with watch("validation"), self.evaluation_peak:
                     val = self.evaluate("val")
                 bar.doing("")
+                clock.validation_s = watch.seconds["validation"] / number
                 self.state.epoch, self.state.batch = epoch + 1, 0
                 with watch("epoch_records"):  # metrics file, W&B, best.pt and last.pt
                     self._record(epoch, train_metrics, val)
@@ -308,10 +359,14 @@ class Trainer:
         aux_sum = {k: torch.tensor(v, device=self.device) for k, v in self.state.epoch_aux.items()}
         synchronize(self.device)
         started, samples = time.perf_counter(), 0
+        timing: list[float] = []  # the ends of the run's first steps, until a step's time is known
+        epoch_first_step = self.state.step + 1
         for batch in task.train_batches(epoch, self.state.batch):
             total, extra, size = self.train_step(batch)
             self.state.step += 1
             self.state.batch += 1
+            if self.clock is not None and self.clock.step_s is None:
+                self._time_first_steps(timing, epoch)
             window.append(total)
             loss_sum += total
             for name, value in extra.items():
@@ -338,6 +393,8 @@ class Trainer:
                 self.save_last()
                 raise Interrupted(signum, saved=True)
         self._flush(window, epoch, bar, samples / max(time.perf_counter() - started, 1e-9))
+        if self._step_logged < epoch_first_step and self._step_loss is not None:
+            self._log_step()  # an epoch shorter than log_every steps still draws its point of the curve
         if not warmup_left:
             self.train_time += time.perf_counter() - started
             # every rank's samples count: the throughput of the whole run
@@ -351,6 +408,19 @@ class Trainer:
         metrics.update({f"train/aux/{n}": v for n, v in zip(names, aux)})
         self.state.epoch_loss, self.state.epoch_aux = 0.0, {}
         return metrics
+
+    def _time_first_steps(self, ends: list[float], epoch: int) -> None:
+        """The time of a step from the run's first ones (the very first, which allocates and warms up, left
+        out): three of them, or fewer when they take a second; then the estimate of a long run."""
+        synchronize(self.device)
+        ends.append(time.perf_counter())
+        timed = len(ends) - 1
+        if timed and (timed >= 3 or ends[-1] - ends[0] >= REFRESH_S):
+            self.clock.step_s = (ends[-1] - ends[0]) / timed
+            left = self.clock.left(self.state.step, epoch)
+            if self.world.main and left is not None and left > LONG_RUN_S:
+                warn(f"this run takes about {duration(left)} ({self.clock.step_s:.2g} s a step, evaluation "
+                     f"included){'; ' + self.cost_hint if self.cost_hint else ''}")
 
     def train_step(self, batch: Any) -> tuple[Tensor, dict[str, Tensor], int]:
         """One optimisation step on one batch, without synchronising with the device: the loss with the
@@ -396,12 +466,18 @@ class Trainer:
             first = int((~finite).nonzero()[0])
             step = self.state.step - len(window) + first + 1
             raise NonFiniteLoss(float(losses[first]), step, self.nan_hint())
-        lr = self.schedule.get_last_lr()[0]
-        bar.update(self.state.step, epoch, float(losses[-1]), lr, samples_per_s)
+        bar.update(self.state.step, epoch, float(losses[-1]), samples_per_s,
+                   self.clock.left(self.state.step, epoch) if self.clock else None)
+        self._step_loss = float(losses.mean())
         if self.state.step % self.cfg.log_every == 0:  # per-step curves at the user's interval, not the bar's
-            self.logger.log({"step/loss": float(losses.mean()), "step/lr": lr}, step=self.state.step)
+            self._log_step()
         window.clear()
         self._flushed = time.perf_counter()
+
+    def _log_step(self) -> None:
+        self.logger.log({"step/loss": self._step_loss, "step/lr": self.schedule.get_last_lr()[0]},
+                        step=self.state.step)
+        self._step_logged = self.state.step
 
     def nan_hint(self) -> str:
         hint = f"lower trainer.lr (now {self.cfg.lr:g})"
@@ -433,8 +509,8 @@ class Trainer:
             if self.world.main:
                 self.run.save_checkpoint(self.run.best, {"model": self.task.model.state_dict(), "epoch": epoch + 1,
                                                          "val": val, "fingerprint": self.fingerprint})
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in {**train, **val}.items() if k != "train/lr")
-        info(f"epoch {epoch + 1}/{self.cfg.epochs}  {shown}")
+        info(f"epoch {epoch + 1}/{self.cfg.epochs} " + epoch_line({k: v for k, v in {**train, **val}.items()
+                                                                  if k != "train/lr"}))
 
     # ------------------------------------------------------------------ the end of a run
 

@@ -66,6 +66,9 @@ class Task:
     data_type: ClassVar[type]  # what the family's loaders return
     DataKeys: ClassVar[type] = NoKeys  # the data.* keys the task reads itself, with their defaults
     Settings: ClassVar[type] = TaskName  # the task.* keys (values in conf/task/)
+    # its figures show more than attention maps (captioning: the generated words under each image), so a run
+    # whose attention has no map to draw still draws them
+    draws_without_maps: ClassVar[bool] = False
     batch_key: ClassVar[str] = "trainer.batch_size"  # the setting that gives ``batch_size``, a step's global batch
 
     def __init__(self, cfg: DictConfig, choices: dict[str, str], family_slots: dict[str, tuple[str, ...]]) -> None:
@@ -108,6 +111,10 @@ class Task:
         """How many scored items the test metric averages over: its resolution, and its binomial error."""
         test = getattr(getattr(self, "data", None), "test", None)
         return len(test) if test is not None else None
+
+    def eval_share(self, split: str) -> float | None:
+        """The size of ``split`` against the training split, for the time estimate (None: unknown)."""
+        return None
 
     def save_artifacts(self, run_dir: Path) -> None:
         """Nothing beyond checkpoints, unless a family needs more (a vocabulary)."""

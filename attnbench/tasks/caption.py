@@ -65,6 +65,7 @@ class CaptionSettings:
 
 class CaptionTask(Task):
     family = "caption"
+    draws_without_maps = True
     slots = ("feature", "align")
     primary = "cider"
     convolutional = True

@@ -92,6 +92,9 @@ class ClassifyTask(Task):
     def steps_per_epoch(self) -> int:
         return len(self._batches("train", train=True))
 
+    def eval_share(self, split: str) -> float | None:
+        return len(getattr(self.data, split)) / max(len(self.data.train), 1)
+
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         return self._batches("train", train=True).epoch(epoch, start)
 

@@ -201,6 +201,9 @@ class FewShotTask(Task):
     def test_items(self) -> int:
         return self.episodes["test"] * self.ways * self.queries  # every query of every test episode is scored
 
+    def eval_share(self, split: str) -> float | None:
+        return self.episodes[split] / max(self.episodes["train"], 1)
+
     def _batch(self, split: str, episodes: list[Episode], augment_seed: int | None) -> EpisodeBatch:
         images = self.data.split(split).images
         support = torch.stack([ep.support for ep in episodes]).to(images.device)  # (E, N, K)

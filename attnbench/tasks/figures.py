@@ -48,33 +48,39 @@ def _bare(ax: Any) -> None:
     ax.axis("off")
 
 
+def _row_label(ax: Any, text: str) -> None:
+    """A row's name left of its first panel (an axis turned off shows no y label)."""
+    ax.annotate(text, (-0.08, 0.5), xycoords="axes fraction", rotation=90, ha="right", va="center", fontsize=8)
+
+
 def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], predictions: list[int] | None,
                           classes: list[str], title: str, path: Path) -> Path:
-    """Each image above its attention over positions (a square grid of one block), upsampled and laid over
-    the image, on one colour scale for the whole figure (its colour bar beside), with truth and prediction
-    (a wrong one in red; ``None`` for images that are not predicted, such as few-shot support images)."""
+    """Each image above its attention over positions (a square grid of one block) as a map of its own, the
+    block's cells as they are (no smoothing, no blending into the image's colours), on one colour scale for
+    the whole figure with its colour bar; the rows named; truth and prediction over each image (a wrong one
+    in red; ``None`` for images that are not predicted, such as few-shot support images)."""
     plt = pyplot()
 
     n = len(images)
     side = math.isqrt(weights.shape[-1])
-    maps = weights.reshape(n, 1, side, side) if side * side == weights.shape[-1] else None
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.9, 3.9), squeeze=False)
-    heats = torch.nn.functional.interpolate(maps, size=images.shape[-2:], mode="bilinear")[:, 0] \
-        if maps is not None else None
-    top = float(heats.max()) if heats is not None else 1.0
+    maps = weights.reshape(n, side, side) if side * side == weights.shape[-1] else None
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 1.2, 3.9), squeeze=False)
+    top = float(maps.max()) if maps is not None else 1.0
     shown = None
     for i in range(n):
         img = images[i].permute(1, 2, 0).squeeze(-1).numpy()
+        axes[0, i].imshow(img, cmap="gray" if img.ndim == 2 else None)
         for row in (0, 1):
-            axes[row, i].imshow(img, cmap="gray" if img.ndim == 2 else None)
             _bare(axes[row, i])
         if predictions is None:
             axes[0, i].set_title(classes[labels[i]], fontsize=7)
         else:
             axes[0, i].set_title(f"true {classes[labels[i]]}\npred {classes[predictions[i]]}", fontsize=7,
                                  color="black" if predictions[i] == labels[i] else "firebrick")
-        if heats is not None:
-            shown = axes[1, i].imshow(heats[i].numpy(), cmap=CMAP, alpha=0.6, vmin=0.0, vmax=top)
+        if maps is not None:
+            shown = axes[1, i].imshow(maps[i].numpy(), cmap=CMAP, vmin=0.0, vmax=top, interpolation="nearest")
+    _row_label(axes[0, 0], "image")
+    _row_label(axes[1, 0], f"attention ({side}×{side})" if maps is not None else "attention: not a square grid")
     if shown is not None:
         fig.colorbar(shown, ax=axes[1, :].tolist(), fraction=0.03, pad=0.02, label="attention weight")
     fig.suptitle(title, fontsize=9)
@@ -83,29 +89,42 @@ def attention_grid_figure(images: Tensor, weights: Tensor, labels: list[int], pr
 
 # a review for the token pictures: its tokens, the weight each receives, which are evidence, a caption
 ShadedReview = tuple[list[str], list[float], list[bool], str]
-LEGEND = ("shade: share of attention each token receives (darkest = the most attended token of the review); "
-          "underlined: tokens that carry the label")
-SHADE = (214, 39, 40)  # the colour of attention, at full strength on the most-attended token of each review
+SHADE = (214, 39, 40)  # the colour of attention, at full strength on the most-attended token of the figure
 
 
-def _shades(weights: list[float]) -> list[float]:
-    top = max(weights, default=0.0)
+def _top(reviews: list[ShadedReview]) -> float:
+    """The largest weight of any token in the figure: one scale for every review, so that a review whose
+    weights are near uniform looks pale, not as dark as one that picks a single word."""
+    return max((w for _, weights, _, _ in reviews for w in weights), default=0.0)
+
+
+def _legend(reviews: list[ShadedReview], top: float) -> str:
+    """What the shading means (and the underline, when some token carries the label: only synthetic data
+    marks its evidence)."""
+    text = f"shade: the attention weight of each token, on one scale for every review (darkest = {top:.3g})"
+    if any(any(marks) for _, _, marks, _ in reviews):
+        text += "; underlined: tokens that carry the label"
+    return text
+
+
+def _shades(weights: list[float], top: float) -> list[float]:
     return [w / top if top > 0 else 0.0 for w in weights]
 
 
 def token_weights_html(reviews: list[ShadedReview], title: str, path: Path) -> Path:
-    """Each review with its tokens shaded by attention (darkest = most attended in that review); evidence
-    tokens underlined; the exact weight in each token's tooltip."""
+    """Each review with its tokens shaded by attention, on one scale for the whole page (darkest = the
+    largest weight of any token); evidence tokens underlined; the exact weight in each token's tooltip."""
     import html
 
     r, g, b = SHADE
+    top = _top(reviews)
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>",
              "<body style='font-family: sans-serif; max-width: 60em'>",
              f"<h3>{html.escape(title)}</h3>",
-             f"<p style='color:#555'>{html.escape(LEGEND)}</p>"]
+             f"<p style='color:#555'>{html.escape(_legend(reviews, top))}</p>"]
     for tokens, weights, marks, caption in reviews:
         spans = []
-        for token, weight, shade, mark in zip(tokens, weights, _shades(weights), marks):
+        for token, weight, shade, mark in zip(tokens, weights, _shades(weights, top), marks):
             style = f"background: rgba({r},{g},{b},{shade:.3f});" + (" text-decoration: underline;" if mark else "")
             spans.append(f"<span title='{weight:.4f}' style='{style}'>{html.escape(token)}</span>")
         parts.append(f"<p><b>{html.escape(caption)}</b><br>{' '.join(spans)}</p>")
@@ -116,16 +135,21 @@ def token_weights_html(reviews: list[ShadedReview], title: str, path: Path) -> P
 
 
 def token_weights_png(reviews: list[ShadedReview], title: str, path: Path, columns: int = 100) -> Path:
-    """The same picture as an image: monospaced tokens on shaded boxes, evidence underlined."""
+    """The same picture as an image: monospaced tokens on shaded boxes (one scale for the figure, with its
+    colour bar), evidence underlined."""
     plt = pyplot()
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LinearSegmentedColormap, Normalize
     from matplotlib.patches import Rectangle
 
+    top = _top(reviews)
+    cmap = LinearSegmentedColormap.from_list("attention", [(1, 1, 1), tuple(c / 255 for c in SHADE)])
     lines: list[tuple[str, list[tuple[int, str, float, bool]]]] = []  # (caption, [(column, token, shade, mark)])
     for tokens, weights, marks, caption in reviews:
         lines.append((caption, []))
         row: list[tuple[int, str, float, bool]] = []
         column = 0
-        for token, shade, mark in zip(tokens, _shades(weights), marks):
+        for token, shade, mark in zip(tokens, _shades(weights, top), marks):
             if column and column + len(token) > columns:
                 lines.append(("", row))
                 row, column = [], 0
@@ -136,22 +160,24 @@ def token_weights_png(reviews: list[ShadedReview], title: str, path: Path, colum
     font = 8
     char = 0.6 * font / 72  # inches per monospaced character
     line = 1.5 * font / 72
-    fig = plt.figure(figsize=(columns * char + 0.4, (len(lines) + 3) * line + 0.3))
-    ax = fig.add_axes((0.02, 0.0, 0.96, 1.0))
+    width, extra = columns * char + 0.4, 1.2  # inches of text; the colour bar's inches, right of it
+    fig = plt.figure(figsize=(width + extra, (len(lines) + 3) * line + 0.3))
+    ax = fig.add_axes((0.02, 0.0, 0.96 * width / (width + extra), 1.0))
     ax.set_xlim(0, columns)
     ax.set_ylim(len(lines) + 3, 0)
     ax.axis("off")
     ax.text(0, 1, title, fontsize=font + 1, fontweight="bold", va="center")
-    ax.text(0, 2, LEGEND, fontsize=font - 2, color="#555555", va="center")  # the HTML's legend, in the PNG too
-    color = [c / 255 for c in SHADE]
+    ax.text(0, 2, _legend(reviews, top), fontsize=font - 2, color="#555555", va="center")  # as in the HTML
     for y, (caption, row) in enumerate(lines, start=3):
         if caption:
             ax.text(0, y + 0.5, caption, fontsize=font, fontweight="bold", va="center")
         for x, token, shade, mark in row:
-            ax.add_patch(Rectangle((x - 0.1, y + 0.1), len(token) + 0.2, 0.8, facecolor=(*color, shade), lw=0))
+            ax.add_patch(Rectangle((x - 0.1, y + 0.1), len(token) + 0.2, 0.8, facecolor=cmap(shade), lw=0))
             ax.text(x, y + 0.5, token, fontsize=font, family="monospace", va="center")
             if mark:
                 ax.plot([x, x + len(token)], [y + 0.92, y + 0.92], color="black", lw=0.6)
+    bar = fig.add_axes(((width + 0.35) / (width + extra), 0.1, 0.12 / (width + extra), 0.8))
+    fig.colorbar(ScalarMappable(Normalize(0, top or 1.0), cmap), cax=bar, label="attention weight")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     plt.close(fig)

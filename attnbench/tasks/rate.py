@@ -171,6 +171,9 @@ class RateTask(Task):
     def steps_per_epoch(self) -> int:
         return len(self._batches("train", train=True))
 
+    def eval_share(self, split: str) -> float | None:
+        return len(self.splits[split]) / max(len(self.splits["train"]), 1)
+
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[TokenBatch]:
         return self._batches("train", train=True).epoch(epoch, start)
 

@@ -30,7 +30,7 @@ def _span(values: list[int]) -> str:
 
 
 def summary_line(variant: str, modules: list[dict[str, Any]]) -> str:
-    """One line: "cbam in 2 feature slots: channels 32–64, positions 64–16 (1,092 parameters)"."""
+    """One line: "cbam in 2 feature slots: channels 32–64, positions 64–16 (1,092 params)"."""
     if not modules:
         return f"{variant}: no attention module (every slot keeps the backbone's default)"
     parts = []
@@ -43,7 +43,7 @@ def summary_line(variant: str, modules: list[dict[str, Any]]) -> str:
             "not reached by a forward pass"
         parts.append(f"{where}: {counts or silent}")
     params = sum(m["params"] for m in modules)
-    return f"{variant} in {'; '.join(parts)} ({params:,} parameters)"
+    return f"{variant} in {'; '.join(parts)} ({params:,} params)"
 
 
 def _fix(over: str, family: str, choices: dict[str, str]) -> str:

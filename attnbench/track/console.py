@@ -6,13 +6,14 @@ Messages also go to the Python logger, which Hydra writes to ``train.log`` in th
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from ..printable import markup, printable
@@ -22,17 +23,45 @@ log = logging.getLogger("attnbench")
 log.addHandler(logging.NullHandler())  # outside a Hydra job (no handlers yet) records go nowhere, not to stderr
 
 
+def fitted() -> bool:
+    """Whether lines are wrapped to the console's width: on a terminal, or where COLUMNS says how wide the
+    reader's is. Piped without COLUMNS, a line stays whole (a log, grep)."""
+    return console.is_terminal or "COLUMNS" in os.environ
+
+
 # Messages are plain text, whatever names and paths they hold: info, warn, error and phase print them through
 # ``printable``/``markup``, so a run directory named ``…[v2]`` prints as itself and ``[/]`` cannot end the run.
 
 def info(message: str) -> None:
-    console.print(markup(message), soft_wrap=True)
+    console.print(markup(message), soft_wrap=not fitted())
     log.info(printable(message))
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {markup(message)}", soft_wrap=True)
+    console.print(f"[yellow]warning:[/yellow] {markup(message)}", soft_wrap=not fitted())
     log.warning(printable(message))
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``3 min 10 s``, ``1 h 24 min``: a time as a person reads it."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as a line shows it: relative to the working directory when it is under it (outputs/runs/…),
+    so that it fits the terminal's width; absolute otherwise."""
+    from pathlib import Path
+
+    absolute = Path(path).absolute()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def deprecated(message: str) -> None:
@@ -50,21 +79,31 @@ def error(message: str) -> None:
     log.error(printable(message))
 
 
+def interrupted(message: str) -> None:
+    """The line a run stopped by SIGINT or SIGTERM ends with: the user asked for it, so it is no error."""
+    if not console.quiet:
+        print(f"interrupted: {message}", file=sys.stderr, flush=True)
+    log.warning("interrupted: %s", message)
+
+
 @contextmanager
-def phase(message: str) -> Iterator[None]:
+def phase(message: str) -> Iterator[Callable[[str], None]]:
     """A step of a run that prints nothing of its own (testing, timing, figures): a line saying what it does
-    and, on a terminal, a spinner while it lasts, so the run never looks stuck."""
+    and, on a terminal, a spinner while it lasts, so the run never looks stuck. It yields a function that
+    puts a progress line (``decoding …: 1,024/50,000 images``) beside the spinner, where it redraws in place."""
     info(f"{message}…")
     if not console.is_terminal or console.quiet:
-        yield
+        yield lambda text: None
         return
-    with console.status(markup(message)):
-        yield
+    with console.status(markup(message)) as status:
+        yield lambda text: status.update(markup(text))
 
 
 class TrainingProgress:
-    """Epoch, step, loss, lr, samples/s and ETA; redrawn live on a terminal, silent otherwise. The trainer
-    updates it every ``trainer.log_every`` steps or every second, whichever comes first."""
+    """Epoch, step, loss, samples/s and the time left (evaluation included: the trainer's ``RunClock``);
+    redrawn live on a terminal, silent otherwise. The trainer updates it every ``trainer.log_every`` steps or
+    every second, whichever comes first. The learning rate is in each epoch's record, not here: the bar
+    fits 80 columns."""
 
     def __init__(self, total_steps: int, epochs: int) -> None:
         self.epochs = epochs
@@ -74,16 +113,14 @@ class TrainingProgress:
             BarColumn(bar_width=8),
             TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]}"),
-            TextColumn("lr {task.fields[lr]}"),
             TextColumn("{task.fields[speed]}/s"),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[left]} left"),
             console=console,
             transient=True,
             disable=not console.is_terminal,
         )
         self.task: TaskID = self.progress.add_task("train", total=total_steps, epoch=0, epochs=epochs,
-                                                   doing="", loss="-", lr="-", speed="-")
+                                                   doing="", loss="-", speed="-", left="-")
 
     def __enter__(self) -> TrainingProgress:
         self.progress.start()
@@ -96,9 +133,10 @@ class TrainingProgress:
         """Say on the bar what the run does between training steps (``validating``); empty to clear."""
         self.progress.update(self.task, doing=f" {what}" if what else "")
 
-    def update(self, step: int, epoch: int, loss: float, lr: float, samples_per_s: float) -> None:
-        self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=f"{loss:.4f}", lr=f"{lr:.1e}",
-                             speed=f"{samples_per_s:,.0f}")
+    def update(self, step: int, epoch: int, loss: float, samples_per_s: float, left_s: float | None) -> None:
+        self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=f"{loss:.4f}",
+                             speed=f"{samples_per_s:,.0f}" if samples_per_s else "-",
+                             left="-" if left_s is None else duration(left_s))
 
 
 def format_value(value: Any) -> str:
@@ -108,8 +146,10 @@ def format_value(value: Any) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=markup(f"{summary['task']} · data={summary['data']} · backbone={summary['backbone']} · "
-                               f"model={summary['model']} · seed={summary['seed']}"), show_header=True)
+    title = markup(f"{summary['task']} · data={summary['data']} · backbone={summary['backbone']} · "
+                   f"model={summary['model']} · seed={summary['seed']}")
+    # as wide as its title (up to the terminal's width), so that the title is one line above two columns
+    table = Table(title=title, show_header=True, min_width=min(len(title), console.width))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in summary["metrics"].items():

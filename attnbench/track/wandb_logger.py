@@ -11,6 +11,7 @@ unreachable or misconfigured, training goes on offline after one warning.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import socket
 from collections.abc import Iterable
@@ -155,7 +156,8 @@ class Logger:
 
 class WandbLogger(Logger):
     def __init__(self, *, mode: str, settings: dict[str, Any], config: dict[str, Any],
-                 primary: tuple[str, bool] | None = None, run_id: str | None = None) -> None:
+                 primary: tuple[str, bool] | None = None, run_id: str | None = None,
+                 run_dir: Path | None = None) -> None:
         import wandb
 
         self._wandb = wandb
@@ -180,9 +182,17 @@ class WandbLogger(Logger):
         if primary is not None:  # the best value so far, live on the dashboard (the final summary replaces it)
             name, higher = primary
             self.run.define_metric(name, step_metric="epoch", summary="max" if higher else "min")
-        where = self.run.url if self.run.settings.mode == "online" else \
-            f"offline in {self.run.dir.rsplit('/files', 1)[0]} (push with `wandb sync`)"
-        console.info(f"W&B run {self.run_id}: {where}")
+        console.info(f"W&B run {self.run_id}: {self._where(run_dir)}")
+
+    def _where(self, run_dir: Path | None) -> str:
+        """The run's URL, or where its offline copy is: in the run directory's wandb/ by default, a line that
+        fits 80 columns (the run directory is printed at the end)."""
+        if self.run.settings.mode == "online":
+            return self.run.url
+        folder = Path(self.run.dir.rsplit("/files", 1)[0])
+        if run_dir is not None and folder.parent.resolve() == (run_dir / "wandb").resolve():
+            return "offline in the run's wandb/ folder (`wandb sync` pushes it)"
+        return f"offline in {console.shown(folder)} (`wandb sync` pushes it)"
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.run.log(metrics, step=step)
@@ -214,6 +224,19 @@ class WandbLogger(Logger):
         self.run.finish(exit_code=exit_code)
 
 
+GROUP_MAX = 128  # W&B refuses a longer group
+
+
+def fitted_group(text: str) -> str:
+    """``text`` as a W&B group: itself up to W&B's 128 characters; a longer one (the paths and keys of a
+    user's own data) cut, ending with a hash of the whole text, the same in every process: the seeds of a
+    setting still share a group, and two settings never do."""
+    if len(text) <= GROUP_MAX:
+        return text
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    return f"{text[:GROUP_MAX - len(digest) - 1]}~{digest}"
+
+
 def create_logger(cfg: Any, *, run_dir: Path, name: str, group: str, tags: list[str], config: dict[str, Any],
                   job_type: str = "train", explicit: set[str] = frozenset(), primary: tuple[str, bool] | None = None,
                   run_id: str | None = None) -> Logger:
@@ -235,5 +258,8 @@ def create_logger(cfg: Any, *, run_dir: Path, name: str, group: str, tags: list[
         tags=list(dict.fromkeys([*tags, *extra])),
         job_type=job_type,
     )
+    if settings["group"] and len(str(settings["group"])) > GROUP_MAX:
+        config = {**config, "group": str(settings["group"])}  # the whole text, beside the group W&B can hold
+        settings["group"] = fitted_group(str(settings["group"]))
     Path(settings["dir"]).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(mode=mode, settings=settings, config=config, primary=primary, run_id=run_id)
+    return WandbLogger(mode=mode, settings=settings, config=config, primary=primary, run_id=run_id, run_dir=run_dir)
