@@ -34,9 +34,13 @@ def test_compare_table_fits_80_100_and_120_columns(tmp_path: Path) -> None:
         assert "…" not in out and max(len(line) for line in out.splitlines()) <= columns, (columns, out)
         assert "0.9600 ± 0.0100" in out and "baseline" in out  # the primary metric and Δ always stay
     narrow = " ".join(attnbench("compare", str(sweep), cwd=tmp_path, env={"COLUMNS": "80"}).stdout.split())
-    assert "params" in narrow.split("80 columns")[0] and "train samples/s" in narrow.split("80 columns")[0]
-    assert ("80 columns: left out 95% CI, vs, test, p, p (BH), P(>), attn params, head params, FLOPs/sample, "
-            "peak MB, wall s") in narrow  # the parameters and the throughput stay longest
+    assert "better" in narrow and "inconclusive" in narrow and "(~4 seeds)" in narrow  # the verdicts stay
+    assert ("80 columns: left out 95% CI, vs, test, p, p (adj), P(>), params, attn params, head params, "
+            "FLOPs/sample, train samples/s, peak MB, wall s") in narrow
+    middle = " ".join(attnbench("compare", str(sweep), cwd=tmp_path, env={"COLUMNS": "120"}).stdout.split())
+    assert "params" in middle.split("120 columns")[0] and "train samples/s" in middle.split("120 columns")[0]
+    assert ("120 columns: left out 95% CI, vs, test, p, p (adj), P(>), attn params, head params, FLOPs/sample, "
+            "peak MB, wall s") in middle  # the parameters and the throughput stay longest
     wide = attnbench("compare", str(sweep), cwd=tmp_path, check=True).stdout  # piped, no COLUMNS: every column
     assert "wall s" in wide and "left out" not in wide
 

@@ -228,6 +228,9 @@ def render_table(report: Report, width: int | None = None, color: bool = True) -
         headers = ["#", *c.keys, *[f"{c.primary} {n}" if n == "mean ± std" else n for n in main_columns(c)]]
         cells = [[markup(cell) for cell in (str(rank), *[row.values[k] for k in c.keys], *main_cells(c, row))]
                  for rank, row in enumerate(c.rows, 1)]
+        verdict = headers.index("verdict")
+        for row in cells:  # the seeds an inconclusive row needs under its word: the column stays narrow
+            row[verdict] = row[verdict].replace(" (~", "\n(~").replace(" (>", "\n(>")
         kept = fit_columns(console, headers, cells, list(DROP_ORDER))
         table = Table(caption=" · ".join(filter(None, [markup(status_line(c)), _left_out(headers, kept,
                                                                                              console.width)])),

@@ -88,7 +88,7 @@ def _draw(report: Report, path: Path) -> Path:
             ax.set_title(printable(f"{c.primary}") + f" against {axis.split(' (')[0]}", loc="left", fontsize=11)
             if not points:
                 ax.text(0.5, 0.5, f"no {key} in the summaries", transform=ax.transAxes, ha="center")
-    data = ", ".join(f"data={c.data}" for c in report.comparisons)
+    data = printable(", ".join(f"data={c.data}" for c in report.comparisons))
     fig.suptitle(f"Attention variants compared: {data} · the primary metric, then against its cost",
                  fontsize=13, fontweight="bold")
     fig.tight_layout()
