@@ -62,7 +62,7 @@ def test_check_variant_takes_keyword_arguments_after_the_slot(tmp_path: Path) ->
 def test_a_run_directory_named_with_markup_completes_and_prints_as_itself(tmp_path: Path) -> None:
     result = attnbench("train", *TINY, "model=se", 'hydra.run.dir="out/a[/]b[v2]"', cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert f"run directory: {tmp_path / 'out' / 'a[/]b[v2]'}" in result.stdout
+    assert "run directory: out/a[/]b[v2]" in result.stdout  # relative to where the command ran
     assert_complete_summary(run_dirs(tmp_path / "out")[0])
 
 
@@ -126,9 +126,9 @@ def test_a_directory_handed_to_hydra_names_the_directory_that_was_claimed(text: 
 
 
 @pytest.mark.parametrize(("args", "line"), [
-    ([], "error: check-variant needs a TARGET"),
-    (["--slot", "feature"], "error: check-variant needs a TARGET"),
-    (["x:Y", "--compile", "bogus"], "error: check-variant argument --compile: invalid choice: 'bogus'"),
+    ([], "error: check-variant: needs a TARGET"),
+    (["--slot", "feature"], "error: check-variant: needs a TARGET"),
+    (["x:Y", "--compile", "bogus"], "error: check-variant: argument --compile: invalid choice: 'bogus'"),
 ])
 def test_check_variant_usage_errors_are_one_line(tmp_path: Path, args: list[str], line: str) -> None:
     result = attnbench("check-variant", *args, cwd=tmp_path)
