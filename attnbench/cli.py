@@ -332,6 +332,17 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
         except UserError as e:
             return prefix + str(e)
     if multirun:  # a single run probes its attention as it starts; a grid, every job before the first
+        from .job import check_sweep_job_folder
+
+        for prefix, cfg in composed:
+            try:
+                subdir = str(cfg.hydra.sweep.subdir)
+            except Exception:  # names what only the launcher knows (${hydra.job.num}): checked in the job
+                continue
+            try:
+                check_sweep_job_folder(Path(cfg.hydra.sweep.dir) / subdir, Path(cfg.hydra.sweep.dir), cfg)
+            except UserError as e:
+                return prefix + str(e)
         try:
             probe_grid(composed)
         except UserError as e:

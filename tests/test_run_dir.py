@@ -100,6 +100,28 @@ def test_a_lock_is_released_when_its_owner_dies_though_its_children_live(tmp_pat
         os.killpg(owner.pid, signal.SIGKILL)
 
 
+def test_a_grid_job_folder_outside_its_sweep_or_holding_another_run_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    attnbench("train", f"hydra.run.dir={run}", "logger=none", "trainer.epochs=1", cwd=tmp_path, check=True)
+    interrupted = {**summary(run), "status": "interrupted"}
+    (run / "summary.json").write_text(json.dumps(interrupted))
+    before = _files(run)
+    sweep = tmp_path / "sweep"
+    result = attnbench("train", "-m", "model=se", "logger=none", "trainer.epochs=1", f"hydra.sweep.dir={sweep}",
+                       "hydra.sweep.subdir=../run", cwd=tmp_path)
+    assert result.returncode == 2 and "not inside the sweep folder" in _one_line(result)
+    assert _files(run) == before
+    # the same run copied into the grid's job folder: another configuration (model=cbam), left as it is
+    (sweep / "job").mkdir(parents=True)
+    for name, (content, _) in before.items():
+        (sweep / "job" / name).parent.mkdir(parents=True, exist_ok=True)
+        (sweep / "job" / name).write_bytes(content)
+    result = attnbench("train", "-m", "model=se", "logger=none", "trainer.epochs=1", f"hydra.sweep.dir={sweep}",
+                       "hydra.sweep.subdir=job", cwd=tmp_path)
+    assert result.returncode == 2 and "holds a run of another configuration" in _one_line(result)
+    assert {k: v[0] for k, v in _files(sweep / "job").items()} == {k: v[0] for k, v in before.items()}
+
+
 def test_two_grids_on_one_sweep_folder_the_second_is_refused(tmp_path: Path) -> None:
     # three jobs: the first process holds the folder long enough for the second to start
     grid = ["train", "-m", "seed=0,1,2", "trainer.epochs=3", "logger=none", "model=se", "hydra.sweep.dir=grid"]
