@@ -584,6 +584,8 @@ def resume_run(path: str) -> int:
 
     run_dir = Path(path).expanduser()
     claim = None
+    log_before: os.stat_result | None | bool = False  # train.log before the resume logged (False: not yet)
+    summary_before = None
     try:
         cfg, choices, overrides = _run_config(run_dir)
         devices = cfg.trainer.get("devices", 1)
@@ -606,6 +608,8 @@ def resume_run(path: str) -> int:
         # a truncated, foreign or incomplete checkpoint is refused here, before the run's log or summary is touched
         check_resumable(run.load_checkpoint(run.last), fingerprint(cfg), run.last)
         if launch.process_rank() == 0:
+            log_before = _log_state(run_dir / "train.log")
+            summary_before = _read_bytes(run.summary_path)
             handler = logging.FileHandler(run_dir / "train.log")
             logging.getLogger().addHandler(handler)
             logging.getLogger().setLevel(logging.INFO)
@@ -615,6 +619,10 @@ def resume_run(path: str) -> int:
             error(stop_line(e, run_dir, in_sweep=False))
         return 128 + e.signum
     except UserError as e:
+        if log_before is not False and _read_bytes(run_dir / "summary.json") == summary_before:
+            # refused before training went on (weights that do not fit the model): the run is as it was
+            launch.drop_log_file()
+            _restore_log(run_dir / "train.log", log_before)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         return fail(str(e))
@@ -630,6 +638,33 @@ def resume_run(path: str) -> int:
             claim.release()
     launch.leave()
     return 0
+
+
+def _log_state(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _restore_log(path: Path, before: os.stat_result | None) -> None:
+    """Take back what a refused resume appended to ``train.log``, its times included (``before`` None: the
+    resume made the file)."""
+    try:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            os.truncate(path, before.st_size)
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------------------------------- eval

@@ -202,6 +202,15 @@ def test_resume_of_a_checkpoint_missing_a_key_keeps_the_interrupted_summary(work
     assert (run / "summary.json").read_text() == '{"status": "interrupted"}\n'
 
 
+def test_resume_of_weights_that_do_not_fit_the_model_leaves_train_log_as_it_was(workspace: Path) -> None:
+    run = _interrupted_copy(workspace, "misfit")
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    name = next(iter(last["model"]))
+    last["model"][name] = torch.zeros(3, 3)  # the fingerprint still matches: only loading the weights finds it
+    torch.save(last, run / "checkpoints" / "last.pt")
+    assert "does not fit this run" in _refused(workspace, "train", "resume=misfit")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_resume_of_a_run_this_user_may_not_write_is_refused(workspace: Path) -> None:
     run = _interrupted_copy(workspace, "read_only")
