@@ -4,6 +4,8 @@ a capped memory budget makes ``auto`` stream."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,3 +101,26 @@ def test_streamed_run_stopped_by_sigterm_resumes_like_an_uninterrupted_one(tmp_p
     assert resumed["metrics"] == straight["metrics"]
     lines = [json.loads(line) for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()]
     assert lines == [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="mounts a tiny tmpfs: needs root")
+def test_stream_onto_a_full_cache_file_system_warns_and_runs_uncached(tmp_path: Path) -> None:
+    """The entry is 245 KB, the cache's file system 64 KB: SIGBUS on main (a write through the map), here the
+    space is taken before mapping, so the run goes on from the files with one warning."""
+    root = write_colours(tmp_path / "images", 40, size=32)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    command = (f"mount -t tmpfs -o size=64k tmpfs {cache} && exec {sys.executable} -m attnbench train "
+               f"data=image_folder data.path={root} data.stream=true backbone=smallcnn logger=none "
+               f"trainer.epochs=1 hydra.run.dir={tmp_path / 'run'}; ")
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("unshare -m is not permitted here")
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", command], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "is not writable (No space left on device)" in result.stderr
+    assert summary(tmp_path / "run")["status"] == "completed"
+    assert not (tmp_path / "run" / ".attnbench.lock").exists()
+    assert not list(cache.rglob("*.tmp"))  # the mount is gone with its namespace; nothing was left here either

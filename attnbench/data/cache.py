@@ -110,8 +110,14 @@ def build_on_disk(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-        os.close(fd)
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        with os.fdopen(fd, "r+b") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            offset = f.tell()
+            f.flush()
+            # every block the entry needs, taken before it is mapped: a write through the map to a full disk
+            # is SIGBUS, which kills the process with nothing recorded; here it is ENOSPC, reported below
+            os.posix_fallocate(f.fileno(), 0, offset + int(np.prod(shape, dtype=np.int64)))
+        out = np.memmap(tmp, dtype=np.uint8, mode="r+", offset=offset, shape=shape)
         fill(out)
         out.flush()
         del out
