@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import UserError
+from ..signals import die_with_parent, leave_signals_to_parent
 from .cache import build_on_disk, cached_array, count, entry_path, read_entry
 from .stream import ArrayRows, ItemRows, StreamImages
 
@@ -116,8 +117,16 @@ def _pool(n: int) -> Executor | None:
     if n < PARALLEL_FROM or workers == 1:
         return None
     if "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_worker_started)
     return ThreadPoolExecutor(workers)
+
+
+def _worker_started() -> None:
+    """A decoding worker leaves SIGINT and SIGTERM to the job, and dies with it (a SIGKILLed job leaves no
+    worker behind)."""
+    leave_signals_to_parent()
+    die_with_parent()
 
 
 class _Progress:
@@ -204,11 +213,12 @@ def decoded_images(kind: str, key: dict[str, Any] | None, items: Items, decode: 
     disk as ``StreamImages``: the cache's entry when the cache is on, else the encoded items themselves."""
     n = len(items)
     if not stream:
-        return cached_array(kind, key, lambda: decode_all(items, decode, shape, source), enabled=cache)
+        return cached_array(kind, key, lambda: decode_all(items, decode, shape, source), enabled=cache,
+                            shape=(n, *shape))
     if cache and key is not None:
         path = entry_path(kind, key)
-        stored = read_entry(path, mmap=True)
-        if stored is not None and stored.shape == (n, *shape):
+        stored = read_entry(path, mmap=True, shape=(n, *shape))
+        if stored is not None:
             count(cached=n, streamed=n)
             return StreamImages(ArrayRows(path), np.arange(n), shape)
         stored = build_on_disk(path, (n, *shape), lambda out: decode_into(out, items, decode, source))

@@ -74,7 +74,8 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int,
     if cache:
         key = {"labels": hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest(),
                "fraction": fraction, "seed": seed}
-        carved = cached_array("split", key, lambda: _stratified_split(labels, fraction, seed)[1], images=False)
+        carved = cached_array("split", key, lambda: _stratified_split(labels, fraction, seed)[1], images=False,
+                              valid=lambda stored: _valid_split(stored, len(labels)))
         return np.setdiff1d(index, carved, assume_unique=True), carved
     from sklearn.model_selection import train_test_split
 
@@ -85,6 +86,13 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int,
     stratify = labels if can_stratify else None
     rest, carved = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     return np.sort(rest), np.sort(carved)
+
+
+def _valid_split(carved: np.ndarray, n: int) -> bool:
+    """Stored carved indices are a split of ``n`` rows: one dimension, strictly increasing, within 0..n-1 and
+    leaving rows on both sides (negative ones would index from the end: train and val would overlap)."""
+    return (carved.ndim == 1 and 0 < len(carved) < n and int(carved[0]) >= 0 and int(carved[-1]) < n
+            and bool(np.all(np.diff(carved) > 0)))
 
 
 def _split(images: np.ndarray | StreamImages, labels: np.ndarray, index: np.ndarray) -> Split:
