@@ -68,14 +68,41 @@ class HubItems:
 Items = ListItems | HubItems
 
 
+GRAY_MODES = ("1", "L", "LA", "I", "F")  # and the 16-bit ones, I;16 and its byte orders
+
+
+def _gray(mode: str) -> bool:
+    return mode in GRAY_MODES or mode.startswith("I;16")
+
+
+def _eight_bit(img: Any) -> Any:
+    """A 16-bit, 32-bit integer or float grayscale image as 8-bit ``L`` with its contrast: PIL's own
+    conversion clips every value above 255 to white (a 16-bit image becomes two levels). 16-bit images
+    (``I;16``) map 0..65535 to 0..255; ``I`` images as 16-bit when a value exceeds 255, else as they are;
+    ``F`` images in 0..1 as fractions of full scale, else like ``I``."""
+    from PIL import Image
+
+    array = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(array.max()) if array.size else 0.0
+    if img.mode.startswith("I;16") or top > 255:
+        full = 65535.0
+    elif img.mode == "F" and top <= 1.0:
+        full = 1.0
+    else:
+        full = 255.0
+    return Image.fromarray(np.clip(np.rint(array * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+
+
 def decode_image(item: Item, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
-    """One image as uint8 (H, W, C): grayscale sources stay one channel unless ``channels`` says otherwise,
-    everything else becomes RGB; resized (bilinear) to ``size`` when given."""
+    """One image as uint8 (H, W, C): grayscale sources (of any bit depth) stay one channel unless ``channels``
+    says otherwise, everything else becomes RGB; resized (bilinear) to ``size`` when given."""
     from PIL import Image
 
     with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as img:
         if channels is None:
-            channels = 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+            channels = 1 if _gray(img.mode) else 3
+        if img.mode.startswith("I") or img.mode == "F":
+            img = _eight_bit(img)
         mode = "L" if channels == 1 else "RGB"
         if img.mode != mode:  # converting to the mode it has would only copy it
             img = img.convert(mode)
