@@ -554,20 +554,42 @@ def _first_job(overrides: list[str], multirun: bool):
 
 def _run_config(run_dir: Path):
     """The configuration, group choices and overrides a run directory was made with."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from .errors import UserError
 
     hydra_dir = run_dir / ".hydra"
     if not (hydra_dir / "config.yaml").exists() or not (hydra_dir / "hydra.yaml").exists():
         raise UserError(f"{run_dir} is not an attnbench run directory (it has no .hydra/config.yaml)")
-    cfg = OmegaConf.load(hydra_dir / "config.yaml")
+    cfg = _run_yaml(hydra_dir / "config.yaml")
     if "task" not in cfg:  # its checkpoints follow the seeds and keys of that release, which this one changed
         raise UserError(f"{run_dir} was written by attnbench 0.1, before the task: group; resume or evaluate "
                         f"it with that release, or train it again")
-    hydra_cfg = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
-    overrides = list(OmegaConf.load(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").exists() else []
-    return cfg, dict(hydra_cfg.runtime.choices), overrides
+    hydra_cfg = _run_yaml(hydra_dir / "hydra.yaml")
+    overrides = _run_yaml(hydra_dir / "overrides.yaml", list) if (hydra_dir / "overrides.yaml").exists() else []
+    choices = OmegaConf.select(hydra_cfg, "hydra.runtime.choices")
+    if not isinstance(choices, DictConfig) or not all(k in choices for k in ("data", "backbone", "model")):
+        raise UserError(f"{hydra_dir / 'hydra.yaml'} does not name the run's data, backbone and model "
+                        f"(hydra.runtime.choices): the run's configuration is damaged")
+    return cfg, dict(choices), list(overrides)
+
+
+def _run_yaml(path: Path, kind: type = dict):
+    """One file of a run's ``.hydra/``: a mapping (``kind`` list: a list), or one line saying it is damaged."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    from .errors import UserError
+
+    try:
+        node = OmegaConf.load(path)
+    except Exception as e:  # YAML syntax, an unreadable file, interpolation or key errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} cannot be read ({type(e).__name__}: {first}): the run's configuration is "
+                        f"damaged; restore it or train the run again") from None
+    if not isinstance(node, DictConfig if kind is dict else ListConfig):
+        raise UserError(f"{path} does not hold a {'mapping' if kind is dict else 'list'}: the run's configuration "
+                        f"is damaged; restore it or train the run again")
+    return node
 
 
 def resume_run(path: str) -> int:

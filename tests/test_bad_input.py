@@ -202,6 +202,34 @@ def test_resume_of_a_checkpoint_missing_a_key_keeps_the_interrupted_summary(work
     assert (run / "summary.json").read_text() == '{"status": "interrupted"}\n'
 
 
+@pytest.mark.parametrize("damage", ["best without model", "foreign best", "best weights misfit"])
+def test_eval_of_a_damaged_or_foreign_best_checkpoint_is_one_line(workspace: Path, damage: str) -> None:
+    name = "eval_" + damage.replace(" ", "_")
+    run = _interrupted_copy(workspace, name)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    if damage == "best without model":
+        del best["model"]
+    elif damage == "foreign best":  # another tool's weights: a plain state dict
+        best = {"conv.weight": torch.zeros(4, 3, 3, 3)}
+    else:
+        best["model"] = {k: torch.zeros(1) for k in best["model"]}
+    torch.save(best, run / "checkpoints" / "best.pt")
+    line = _refused(workspace, "eval", name)
+    assert "best.pt" in line and ("does not fit this run" in line or "another configuration" in line), line
+
+
+@pytest.mark.parametrize("file,text", [("config.yaml", "model: [unclosed\n"), ("hydra.yaml", "- 3\n"),
+                                       ("overrides.yaml", "{a: 1}\n"), ("hydra.yaml", "hydra: {}\n")])
+def test_a_run_whose_configuration_is_malformed_is_one_line_for_eval_and_resume(workspace: Path, file: str,
+                                                                                text: str) -> None:
+    name = f"malformed_{file.split('.')[0]}_{len(text)}"
+    run = _interrupted_copy(workspace, name)
+    (run / ".hydra" / file).write_text(text)
+    for command in (["eval", name], ["train", f"resume={name}"]):
+        line = _refused(workspace, *command)
+        assert f"{file}" in line and "configuration is damaged" in line and "traceback" not in line, line
+
+
 def test_resume_of_weights_that_do_not_fit_the_model_leaves_train_log_as_it_was(workspace: Path) -> None:
     run = _interrupted_copy(workspace, "misfit")
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)

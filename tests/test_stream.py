@@ -124,3 +124,51 @@ def test_stream_onto_a_full_cache_file_system_warns_and_runs_uncached(tmp_path: 
     assert summary(tmp_path / "run")["status"] == "completed"
     assert not (tmp_path / "run" / ".attnbench.lock").exists()
     assert not list(cache.rglob("*.tmp"))  # the mount is gone with its namespace; nothing was left here either
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupted", "entry cut short"])
+def test_a_file_damaged_while_streaming_stops_with_one_line(tmp_path: Path, damage: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read in DataLoader workers: the worker's exception used to reach the trainer as a 27-line traceback
+    in the message (a truncated entry, as the worker's bus error)."""
+    from attnbench.data.cache import cache_folder
+    from attnbench.errors import UserError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = write_colours(tmp_path / "images", 12)
+    data = LOADERS["image_folder"](path=str(root), stream=True, cache=damage == "entry cut short")
+    victim = root / "train" / "class1" / "0005.png"
+    if damage == "deleted":
+        victim.unlink()
+    elif damage == "corrupted":
+        victim.write_bytes(b"not a png")
+    else:
+        entry = max(cache_folder().glob("folder-images-*.npy"), key=lambda e: e.stat().st_size)  # train's
+        os.truncate(entry, entry.stat().st_size // 2)
+    batches = StreamBatches(data.train.images, data.train.labels, 4, mean=torch.zeros(3), std=torch.ones(3),
+                            shuffle=False, workers=2)
+    with pytest.raises(UserError) as raised:
+        list(batches.epoch(0))
+    message = str(raised.value)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert ("0005.png" in message) if damage != "entry cut short" else ("was cut short" in message), message
+
+
+def test_a_fifo_named_like_an_image_is_refused_without_hanging(tmp_path: Path) -> None:
+    from attnbench.errors import UserError
+
+    root = write_colours(tmp_path / "images", 4)
+    os.mkfifo(root / "train" / "class1" / "9999.png")
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("the load hung on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        for stream in (False, True):
+            with pytest.raises(UserError, match="9999.png is not a regular file"):
+                LOADERS["image_folder"](path=str(root), stream=stream, cache=False)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

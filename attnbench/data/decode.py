@@ -14,13 +14,14 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -93,12 +94,26 @@ def _eight_bit(img: Any) -> Any:
     return Image.fromarray(np.clip(np.rint(array * (255.0 / full)), 0, 255).astype(np.uint8), "L")
 
 
+def _image_source(item: Item) -> IO[bytes]:
+    """The bytes, or the file opened for reading; a path that is no regular file (a FIFO named ``*.png``
+    would block the open forever, a device would be read without end) is refused in one line."""
+    if isinstance(item, bytes):
+        return io.BytesIO(item)
+    fd = os.open(item, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{item} is not a regular file (a FIFO, a device or a folder named like an image); "
+                        f"remove it from the data folder")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def decode_image(item: Item, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
     """One image as uint8 (H, W, C): grayscale sources (of any bit depth) stay one channel unless ``channels``
     says otherwise, everything else becomes RGB; resized (bilinear) to ``size`` when given."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as img:
+    with _image_source(item) as source, Image.open(source) as img:
         if channels is None:
             channels = 1 if _gray(img.mode) else 3
         if img.mode.startswith("I") or img.mode == "F":
@@ -116,6 +131,8 @@ def checked(decode: Callable[[Item], np.ndarray], item: Item, where: str) -> np.
     """``decode(item)``; a file that will not decode is named in one line."""
     try:
         return decode(item)
+    except UserError:
+        raise
     except Exception as e:
         what = f"an image in {where}" if isinstance(item, bytes) else str(item)
         raise UserError(f"cannot decode {what} ({type(e).__name__}): remove or replace the file") from None

@@ -316,7 +316,12 @@ def _folder_images(split_dir: Path) -> dict[str, list[str]]:
     60,000 files would take longer than reading back their decoded pixels."""
     classes = {}
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        names = sorted(e.name for e in os.scandir(class_dir) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+        entries = [e for e in os.scandir(class_dir) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES]
+        odd = next((e for e in entries if not e.is_file()), None)  # a FIFO would block the decoding for ever
+        if odd is not None:
+            raise UserError(f"{odd.path} is not a regular file (a FIFO, a device or a folder named like an image); "
+                            f"remove it from the data folder")
+        names = sorted(e.name for e in entries)
         if names:
             folder = str(class_dir)
             classes[class_dir.name] = [os.path.join(folder, name) for name in names]

@@ -98,6 +98,15 @@ def forward_flops(fn: Callable[[], Any]) -> float | None:
     return float(counter.get_total_flops())
 
 
+# what loading a damaged or hand-made checkpoint's entries raises (a missing entry, a wrong shape or type)
+LOAD_ERRORS = (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError)
+
+
+def _does_not_fit(path: Any, e: BaseException, advice: str) -> UserError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return UserError(f"checkpoint {path} does not fit this run ({type(e).__name__}: {first}); {advice}")
+
+
 def check_fingerprint(checkpoint: dict[str, Any], fingerprint: str, path: Any) -> None:
     """Refuse a checkpoint written by another configuration (its weights would not fit, or not mean the same)."""
     if not isinstance(checkpoint, dict) or checkpoint.get("fingerprint") != fingerprint:
@@ -197,10 +206,8 @@ class Trainer:
         check_resumable(checkpoint, self.fingerprint, self.run.last)
         try:
             self._restore(checkpoint)
-        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"checkpoint {self.run.last} does not fit this run ({type(e).__name__}: {first}); "
-                            f"start the run again in a fresh directory") from e
+        except LOAD_ERRORS as e:
+            raise _does_not_fit(self.run.last, e, "start the run again in a fresh directory") from e
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.task.model.load_state_dict(checkpoint["model"])
@@ -443,8 +450,11 @@ class Trainer:
         distributed.barrier()  # rank 0 has written best.pt
         best = self.run.load_checkpoint(self.run.best)
         check_fingerprint(best, self.fingerprint, self.run.best)
-        self.task.model.load_state_dict(best["model"])
-        self.metrics.update(best["val"])
+        try:
+            self.task.model.load_state_dict(best["model"])
+            self.metrics.update(best["val"])
+        except LOAD_ERRORS as e:
+            raise _does_not_fit(self.run.best, e, "it was damaged or not written by attnbench's trainer") from e
         return self.evaluate("test")
 
     def _timed_passes(self, batch: Any, least: int, seconds: float) -> tuple[int, float]:
