@@ -327,6 +327,7 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
 
     for prefix, cfg in composed:
         try:
+            _check_relative_paths(cfg)
             check(cfg, dict(cfg.hydra.runtime.choices))
             launch.check(cfg, multirun)
         except UserError as e:
@@ -352,6 +353,23 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
     except UserError as e:
         return str(e)
     return None
+
+
+DATA_PATH_KEYS = ("path", "root", "image_root")  # the data keys that name files or folders
+
+
+def _check_relative_paths(cfg: DictConfig) -> None:
+    """``hydra.job.chdir=true`` runs the job inside its run directory, where a relative data path names nothing:
+    refused before the run exists, with the absolute path to give instead."""
+    from .errors import UserError
+
+    if not cfg.hydra.job.get("chdir"):
+        return
+    for key in DATA_PATH_KEYS:
+        value = cfg.data.get(key)
+        if isinstance(value, str) and not os.path.isabs(os.path.expanduser(value)):
+            raise UserError(f"hydra.job.chdir=true runs the job inside its run directory, where data.{key}={value} "
+                            f"names nothing; give it as an absolute path (data.{key}={os.path.abspath(value)})")
 
 
 def _hydra_task(cfg) -> dict | None:

@@ -138,6 +138,9 @@ CATALOGUE = {
     "a CIFAR batch of the wrong shape": (["data=cifar", "data.root=cifar_wrong_shape"],
                                          "'data' must be a uint8 array of N rows of 3072 bytes"),
     "resume with other overrides": (["resume=run", "trainer.lr=0.1"], "resume=DIR takes no other overrides"),
+    "hydra.job.chdir=true with a relative data.path": (
+        ["data=image_folder", "data.path=images", "hydra.job.chdir=true"],
+        "hydra.job.chdir=true runs the job inside its run directory, where data.path=images names nothing"),
 }
 
 
@@ -149,6 +152,17 @@ def test_mistake_is_refused_in_one_line(workspace: Path, case: str) -> None:
     assert message in line, line
     assert not (workspace / "outputs").exists()
     assert not list(workspace.rglob("PWNED"))  # no code from a crafted file ran
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--json", "reviews.csv"], "--json reviews.csv exists; give a new file name"),
+    (["--json", "reviews.csv/report.json"], "cannot write the report reviews.csv/report.json"),
+    (["trainer.device=banana"], "trainer.device=banana is not a device"),
+    (["--device", "banana"], "trainer.device=banana is not a device"),
+])
+def test_bench_refuses_what_would_fail_after_the_measuring(workspace: Path, args: list[str], message: str) -> None:
+    line = _refused(workspace, "bench", "--quick", *args)
+    assert message in line, line
 
 
 class _Payload:
