@@ -172,3 +172,24 @@ def test_a_fifo_named_like_an_image_is_refused_without_hanging(tmp_path: Path) -
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_sigterm_to_the_job_and_its_decode_workers_ends_in_one_line(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (or a scheduler's SIGTERM) reaches the whole process group: the decode workers
+    inherited the job's handler and raised in their chunks, and the job hung; they leave it to the job now."""
+    root = write_colours(tmp_path / "images", 350, size=16)  # 1,050 files: decoded on worker processes
+    job = subprocess.Popen([sys.executable, "-m", "attnbench", "train", "data=image_folder", f"data.path={root}",
+                            "data.cache=false", "backbone=smallcnn", "logger=none", "trainer.epochs=1",
+                            f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert job.stdout.readline().startswith("preparing")
+        time.sleep(1.0)  # decoding
+        os.killpg(job.pid, signal.SIGTERM)
+        _, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: "), err
+    assert summary(tmp_path / "run")["status"] == "interrupted"
