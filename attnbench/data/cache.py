@@ -65,7 +65,8 @@ def files_signature(paths: Iterable[Path | str]) -> str:
         if folder not in folders:
             folders[folder] = os.path.realpath(folder or ".")
         st = os.stat(path)
-        h.update(f"{os.path.join(folders[folder], name)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        # os.fsencode: a file name that is not UTF-8 (undecodable bytes kept as surrogates) is hashed as its bytes
+        h.update(os.fsencode(os.path.join(folders[folder], name)) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -107,10 +108,11 @@ def read_entry(path: Path, mmap: bool = False, dtype: type = np.uint8, shape: tu
     except OSError as e:
         _stale(path, f"cannot be opened ({e.strerror or type(e).__name__})")
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        _stale(path, "is not a regular file")
+        return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            _stale(path, "is not a regular file")
-            return None
         try:
             version = np.lib.format.read_magic(f)
             if version not in ((1, 0), (2, 0)):

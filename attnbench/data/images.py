@@ -311,13 +311,21 @@ def load_cifar(root: str | None = None, hub_id: str = "uoft-cs/cifar10", image_c
     return data
 
 
+def _regular(entry: os.DirEntry) -> bool:
+    """A regular file, or a link to one (a link loop or a dangling link is neither)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def _folder_images(split_dir: Path) -> dict[str, list[str]]:
     """Class folder name -> its image files, sorted by name. Paths are kept as strings: making a Path of each of
     60,000 files would take longer than reading back their decoded pixels."""
     classes = {}
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         entries = [e for e in os.scandir(class_dir) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES]
-        odd = next((e for e in entries if not e.is_file()), None)  # a FIFO would block the decoding for ever
+        odd = next((e for e in entries if not _regular(e)), None)  # a FIFO would block the decoding for ever
         if odd is not None:
             raise UserError(f"{odd.path} is not a regular file (a FIFO, a device or a folder named like an image); "
                             f"remove it from the data folder")

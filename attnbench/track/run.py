@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -133,10 +134,21 @@ class RunDirectory:
             atomic_write(self.summary_path, lambda f: f.write(text.encode()))
 
     def read_summary(self) -> dict[str, Any] | None:
+        """The summary, or None when there is none to read: missing, unreadable, not a JSON object, or no
+        regular file (a FIFO under its name would block the read for ever)."""
         try:
-            return json.loads(self.summary_path.read_text())
-        except (OSError, ValueError):
+            fd = os.open(self.summary_path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
             return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        with os.fdopen(fd, "rb") as f:
+            try:
+                summary = json.loads(f.read())
+            except (OSError, ValueError, RecursionError):
+                return None
+        return summary if isinstance(summary, dict) else None  # a list or a number is no summary either
 
     # torch is imported where checkpoints are handled, so reading summaries (compare, the CLI) stays light
 
