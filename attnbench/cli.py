@@ -598,6 +598,9 @@ def _run_yaml(path: Path, kind: type = dict):
 
     from .errors import UserError
 
+    if not path.is_file():  # a FIFO would block the read for ever
+        raise UserError(f"{path} is not a regular file: the run's configuration is damaged; restore it or train "
+                        f"the run again")
     try:
         node = OmegaConf.load(path)
     except Exception as e:  # YAML syntax, an unreadable file, interpolation or key errors
@@ -642,6 +645,7 @@ def resume_run(path: str) -> int:
         if (run.read_summary() or {}).get("status") == "completed":  # finished by that other writer
             info(f"{run_dir} already completed; nothing to resume")
             return 0
+        run.check_layout()
         if not run.last.exists():
             raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from (it stopped before its first "
                             f"checkpoint); start the run again")

@@ -248,3 +248,23 @@ def test_a_damaged_cache_entry_or_checksum_is_rebuilt(tmp_path: Path, monkeypatc
     assert torch.equal(again.train.images, first.train.images)
     err = capsys.readouterr().err
     assert "Traceback" not in err and 1 <= err.count("warning:") <= 2, err
+
+
+@pytest.mark.parametrize("name,make", [("summary.json", "dir"), ("metrics.jsonl", "dir"), ("train.log", "fifo"),
+                                       ("figures", "file"), ("checkpoints", "file"), (".hydra", "file")])
+def test_a_run_directory_with_an_entry_of_the_wrong_kind_is_refused_before_a_resume(tmp_path: Path, name: str,
+                                                                                      make: str) -> None:
+    """On main: a train.log FIFO hung the resume; the others failed after training, claiming a failed
+    summary.json that could not be written."""
+    entry = tmp_path / name
+    {"dir": entry.mkdir, "fifo": lambda: os.mkfifo(entry), "file": lambda: entry.write_text("x")}[make]()
+    with pytest.raises(UserError, match="the run directory is damaged"):
+        RunDirectory(tmp_path).check_layout()
+    assert os.path.lexists(entry)
+
+
+def test_a_run_directory_whose_checkpoints_folder_is_a_link_to_a_folder_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "bigdisk").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").symlink_to(tmp_path / "bigdisk")
+    RunDirectory(tmp_path / "run").check_layout()

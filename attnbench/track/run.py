@@ -158,6 +158,20 @@ class RunDirectory:
         with writing():
             atomic_write(path, lambda f: torch.save(state, f))
 
+    def check_layout(self) -> None:
+        """Refuse, before a resume writes anything, a run directory whose own entries are of the wrong kind (a
+        folder where a file goes, a FIFO that would block the write for ever, a file where a folder goes)."""
+        for name, folder in (("summary.json", False), ("metrics.jsonl", False), ("train.log", False),
+                             ("checkpoints", True), ("figures", True), (".hydra", True)):
+            entry = self.path / name
+            if not os.path.lexists(entry):
+                continue
+            if entry.is_dir() if folder else entry.is_file():  # a link to the right kind is the user's choice
+                continue
+            kind = "a folder" if folder else "a regular file"
+            raise UserError(f"{entry} is not {kind}, which a run keeps there: the run directory is damaged; move "
+                            f"it away or start the run again in a fresh directory")
+
     def holds_run(self) -> bool:
         """Something a run writes is here already: its config, log, metrics, checkpoints or summary."""
         return any((self.path / name).exists() for name in RUN_FILES)
