@@ -766,11 +766,30 @@ def run(settings: Settings) -> dict[str, Any]:
     return report
 
 
+def check_before_running(settings: Settings, report: Path) -> None:
+    """What would fail only after minutes of measuring: a report path that exists (or whose folder cannot
+    be), and a device (``--device``, or a ``trainer.device=`` override) that is none."""
+    from .engine import resolve_device
+
+    if report.exists() or report.is_symlink():
+        raise UserError(f"bench: --json {report} exists; give a new file name (the bench never replaces a file)")
+    folder = report.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"bench: cannot write the report {report}: {folder} is not a writable folder")
+    devices = [settings.device] + [o.split("=", 1)[1] for o in settings.overrides if o.startswith("trainer.device=")]
+    for device in devices:
+        resolve_device(device)
+
+
 def main(args: list[str]) -> int:
     from . import run_efficiency
     from .track.console import console, info
 
     settings, json_path, threads, sections, quick = parse(args)
+    path = Path(json_path) if json_path else Path("outputs/bench") / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+    check_before_running(settings, path)
     if threads:
         torch.set_num_threads(threads)
     if sections == "runs":
@@ -785,8 +804,8 @@ def main(args: list[str]) -> int:
         report["machine"]["load_average_after_runs"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         report["wall_time_s"] = report.get("wall_time_s", 0.0) + time.perf_counter() - started
         run_efficiency.print_section(report["runs"], console)
-    path = Path(json_path) if json_path else Path("outputs/bench") / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str))
+    with path.open("x") as f:  # never over a file that appeared while the bench ran
+        f.write(json.dumps(report, indent=1, default=str))
     info(f"{report['wall_time_s']:.0f} s · report: {path}")
     return 0

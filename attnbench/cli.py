@@ -425,12 +425,24 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
 
     for prefix, cfg in composed:
         try:
+            _check_relative_paths(cfg)
             check(cfg, dict(cfg.hydra.runtime.choices))
             check_settings(cfg.logger, explicit_keys(overrides))
             launch.check(cfg, multirun)
         except UserError as e:
             return prefix + str(e)
     if multirun:  # a single run probes its attention as it starts; a grid, every job before the first
+        from .job import check_sweep_job_folder
+
+        for prefix, cfg in composed:
+            try:
+                subdir = str(cfg.hydra.sweep.subdir)
+            except Exception:  # names what only the launcher knows (${hydra.job.num}): checked in the job
+                continue
+            try:
+                check_sweep_job_folder(Path(cfg.hydra.sweep.dir) / subdir, Path(cfg.hydra.sweep.dir), cfg)
+            except UserError as e:
+                return prefix + str(e)
         try:
             probe_grid(composed)
         except UserError as e:
@@ -440,6 +452,23 @@ def preflight(overrides: list[str], multirun: bool) -> str | None:
     except UserError as e:
         return str(e)
     return None
+
+
+DATA_PATH_KEYS = ("path", "root", "image_root")  # the data keys that name files or folders
+
+
+def _check_relative_paths(cfg: DictConfig) -> None:
+    """``hydra.job.chdir=true`` runs the job inside its run directory, where a relative data path names nothing:
+    refused before the run exists, with the absolute path to give instead."""
+    from .errors import UserError
+
+    if not cfg.hydra.job.get("chdir"):
+        return
+    for key in DATA_PATH_KEYS:
+        value = cfg.data.get(key)
+        if isinstance(value, str) and not os.path.isabs(os.path.expanduser(value)):
+            raise UserError(f"hydra.job.chdir=true runs the job inside its run directory, where data.{key}={value} "
+                            f"names nothing; give it as an absolute path (data.{key}={os.path.abspath(value)})")
 
 
 def _hydra_task(cfg) -> dict | None:
@@ -695,20 +724,45 @@ def expand_jobs_of(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 def _run_config(run_dir: Path):
     """The configuration, group choices and overrides a run directory was made with."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from .errors import UserError
 
     hydra_dir = run_dir / ".hydra"
     if not (hydra_dir / "config.yaml").exists() or not (hydra_dir / "hydra.yaml").exists():
         raise UserError(f"{run_dir} is not an attnbench run directory (it has no .hydra/config.yaml)")
-    cfg = OmegaConf.load(hydra_dir / "config.yaml")
+    cfg = _run_yaml(hydra_dir / "config.yaml")
     if "task" not in cfg:  # its checkpoints follow the seeds and keys of that release, which this one changed
         raise UserError(f"{run_dir} was written by attnbench 0.1, before the task: group; resume or evaluate "
                         f"it with that release, or train it again")
-    hydra_cfg = OmegaConf.load(hydra_dir / "hydra.yaml").hydra
-    overrides = list(OmegaConf.load(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").exists() else []
-    return cfg, dict(hydra_cfg.runtime.choices), overrides
+    hydra_cfg = _run_yaml(hydra_dir / "hydra.yaml")
+    overrides = _run_yaml(hydra_dir / "overrides.yaml", list) if (hydra_dir / "overrides.yaml").exists() else []
+    choices = OmegaConf.select(hydra_cfg, "hydra.runtime.choices")
+    if not isinstance(choices, DictConfig) or not all(k in choices for k in ("data", "backbone", "model")):
+        raise UserError(f"{hydra_dir / 'hydra.yaml'} does not name the run's data, backbone and model "
+                        f"(hydra.runtime.choices): the run's configuration is damaged")
+    return cfg, dict(choices), list(overrides)
+
+
+def _run_yaml(path: Path, kind: type = dict):
+    """One file of a run's ``.hydra/``: a mapping (``kind`` list: a list), or one line saying it is damaged."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    from .errors import UserError
+
+    if not path.is_file():  # a FIFO would block the read for ever
+        raise UserError(f"{path} is not a regular file: the run's configuration is damaged; restore it or train "
+                        f"the run again")
+    try:
+        node = OmegaConf.load(path)
+    except Exception as e:  # YAML syntax, an unreadable file, interpolation or key errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} cannot be read ({type(e).__name__}: {first}): the run's configuration is "
+                        f"damaged; restore it or train the run again") from None
+    if not isinstance(node, DictConfig if kind is dict else ListConfig):
+        raise UserError(f"{path} does not hold a {'mapping' if kind is dict else 'list'}: the run's configuration "
+                        f"is damaged; restore it or train the run again")
+    return node
 
 
 def resume_run(path: str) -> int:
@@ -725,6 +779,8 @@ def resume_run(path: str) -> int:
 
     run_dir = Path(path).expanduser()
     claim = None
+    log_before: os.stat_result | None | bool = False  # train.log before the resume logged (False: not yet)
+    summary_before = None
     try:
         cfg, choices, overrides = _run_config(run_dir)
         devices = cfg.trainer.get("devices", 1)
@@ -741,12 +797,15 @@ def resume_run(path: str) -> int:
         if (run.read_summary() or {}).get("status") == "completed":  # finished by that other writer
             info(f"{run_dir} already completed; nothing to resume")
             return 0
+        run.check_layout()
         if not run.last.exists():
             raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from (it stopped before its first "
                             f"checkpoint); start the run again")
         # a truncated, foreign or incomplete checkpoint is refused here, before the run's log or summary is touched
         check_resumable(run.load_checkpoint(run.last), fingerprint(cfg), run.last)
         if launch.process_rank() == 0:
+            log_before = _log_state(run_dir / "train.log")
+            summary_before = _read_bytes(run.summary_path)
             handler = logging.FileHandler(run_dir / "train.log")
             logging.getLogger().addHandler(handler)
             logging.getLogger().setLevel(logging.INFO)
@@ -756,6 +815,10 @@ def resume_run(path: str) -> int:
             interrupted(stop_line(e, run_dir, in_sweep=False))
         return 128 + e.signum
     except UserError as e:
+        if log_before is not False and _read_bytes(run_dir / "summary.json") == summary_before:
+            # refused before training went on (weights that do not fit the model): the run is as it was
+            launch.drop_log_file()
+            _restore_log(run_dir / "train.log", log_before)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         return fail(str(e))
@@ -771,6 +834,33 @@ def resume_run(path: str) -> int:
             claim.release()
     launch.leave()
     return 0
+
+
+def _log_state(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _restore_log(path: Path, before: os.stat_result | None) -> None:
+    """Take back what a refused resume appended to ``train.log``, its times included (``before`` None: the
+    resume made the file)."""
+    try:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            os.truncate(path, before.st_size)
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------------------------------- eval

@@ -142,6 +142,25 @@ def _previous_run(run: RunDirectory, fingerprint: str) -> tuple[str, dict[str, A
     return "resume", checkpoint, None
 
 
+def check_sweep_job_folder(job_dir: Path, sweep_dir: Path, cfg: DictConfig) -> None:
+    """Refuse a grid job's folder (``hydra.sweep.subdir``) outside its sweep folder, or one holding a run of
+    another configuration: a job clears a folder it cannot resume, and it must never be another run's."""
+    job, sweep = Path(job_dir).resolve(), Path(sweep_dir).resolve()
+    if job == sweep or sweep not in job.parents:
+        raise UserError(f"the grid job folder {job_dir} is not inside the sweep folder {sweep_dir}; "
+                        f"hydra.sweep.subdir must name a folder below hydra.sweep.dir")
+    config_path = RunDirectory(job).config_path
+    if not config_path.exists():
+        return
+    try:
+        theirs = fingerprint(OmegaConf.load(config_path))
+    except Exception:  # unreadable, or not an attnbench configuration: not this job's either
+        theirs = None
+    if theirs != fingerprint(cfg):
+        raise UserError(f"the grid job folder {job_dir} holds a run of another configuration; it was left as it "
+                        f"is: give the grid another hydra.sweep.dir (or hydra.sweep.subdir)")
+
+
 def _claim_sweep_job(run: RunDirectory, fingerprint: str) -> tuple[str, dict[str, Any] | None, str | None]:
     """``_previous_run``, decided under the job folder's lock (taken unless the job is completed, which is
     only read): ``("refused", None, why)`` while another process writes there."""
@@ -186,6 +205,8 @@ def run_job(cfg: DictConfig, run_dir: Path, choices: dict[str, str], overrides: 
     world = distributed.current()
     checkpoint = None
     if in_sweep:
+        if world.main and hydra_config is not None:
+            check_sweep_job_folder(run.path, Path(hydra_config.sweep.dir), cfg)
         found, checkpoint, why = _claim_sweep_job(run, fingerprint(cfg)) if world.main else (None, None, None)
         found, why = distributed.broadcast_object((found, why))  # rank 0 decides
         if found == "completed":

@@ -140,3 +140,30 @@ def writing() -> Iterator[None]:
         guard.writing -= 1
     if guard.open and not guard.writing:
         guard.raise_deferred()
+
+
+def leave_signals_to_parent() -> None:
+    """In a worker process forked by a job (decoding, streaming): SIGINT and SIGTERM are the job's to act on.
+    The worker inherited the job's handler, which would raise ``Interrupted`` there and print the worker's
+    traceback; it ignores them instead, and ends when the job stops it or goes away."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
+def die_with_parent() -> None:
+    """In a worker process: be killed when the process that started it dies (Linux), even by SIGKILL, rather
+    than wait on its task queue forever. A no-op where the kernel has no such request."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)

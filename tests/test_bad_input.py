@@ -143,6 +143,9 @@ CATALOGUE = {
     "a CIFAR batch of the wrong shape": (["data=cifar", "data.root=cifar_wrong_shape"],
                                          "'data' must be a uint8 array of N rows of 3072 bytes"),
     "resume with other overrides": (["resume=run", "trainer.lr=0.1"], "resume=DIR takes no other overrides"),
+    "hydra.job.chdir=true with a relative data.path": (
+        ["data=image_folder", "data.path=images", "hydra.job.chdir=true"],
+        "hydra.job.chdir=true runs the job inside its run directory, where data.path=images names nothing"),
 }
 
 
@@ -154,6 +157,17 @@ def test_mistake_is_refused_in_one_line(workspace: Path, case: str) -> None:
     assert message in line, line
     assert not (workspace / "outputs").exists()
     assert not list(workspace.rglob("PWNED"))  # no code from a crafted file ran
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--json", "reviews.csv"], "--json reviews.csv exists; give a new file name"),
+    (["--json", "reviews.csv/report.json"], "cannot write the report reviews.csv/report.json"),
+    (["trainer.device=banana"], "trainer.device=banana is not a device"),
+    (["--device", "banana"], "trainer.device=banana is not a device"),
+])
+def test_bench_refuses_what_would_fail_after_the_measuring(workspace: Path, args: list[str], message: str) -> None:
+    line = _refused(workspace, "bench", "--quick", *args)
+    assert message in line, line
 
 
 class _Payload:
@@ -205,6 +219,43 @@ def test_resume_of_a_checkpoint_missing_a_key_keeps_the_interrupted_summary(work
     line = _refused(workspace, "train", "resume=incomplete")
     assert "cannot be resumed: it lacks optimizer" in line, line
     assert (run / "summary.json").read_text() == '{"status": "interrupted"}\n'
+
+
+@pytest.mark.parametrize("damage", ["best without model", "foreign best", "best weights misfit"])
+def test_eval_of_a_damaged_or_foreign_best_checkpoint_is_one_line(workspace: Path, damage: str) -> None:
+    name = "eval_" + damage.replace(" ", "_")
+    run = _interrupted_copy(workspace, name)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    if damage == "best without model":
+        del best["model"]
+    elif damage == "foreign best":  # another tool's weights: a plain state dict
+        best = {"conv.weight": torch.zeros(4, 3, 3, 3)}
+    else:
+        best["model"] = {k: torch.zeros(1) for k in best["model"]}
+    torch.save(best, run / "checkpoints" / "best.pt")
+    line = _refused(workspace, "eval", name)
+    assert "best.pt" in line and ("does not fit this run" in line or "another configuration" in line), line
+
+
+@pytest.mark.parametrize("file,text", [("config.yaml", "model: [unclosed\n"), ("hydra.yaml", "- 3\n"),
+                                       ("overrides.yaml", "{a: 1}\n"), ("hydra.yaml", "hydra: {}\n")])
+def test_a_run_whose_configuration_is_malformed_is_one_line_for_eval_and_resume(workspace: Path, file: str,
+                                                                                text: str) -> None:
+    name = f"malformed_{file.split('.')[0]}_{len(text)}"
+    run = _interrupted_copy(workspace, name)
+    (run / ".hydra" / file).write_text(text)
+    for command in (["eval", name], ["train", f"resume={name}"]):
+        line = _refused(workspace, *command)
+        assert f"{file}" in line and "configuration is damaged" in line and "traceback" not in line, line
+
+
+def test_resume_of_weights_that_do_not_fit_the_model_leaves_train_log_as_it_was(workspace: Path) -> None:
+    run = _interrupted_copy(workspace, "misfit")
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    name = next(iter(last["model"]))
+    last["model"][name] = torch.zeros(3, 3)  # the fingerprint still matches: only loading the weights finds it
+    torch.save(last, run / "checkpoints" / "last.pt")
+    assert "does not fit this run" in _refused(workspace, "train", "resume=misfit")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")

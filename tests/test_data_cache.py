@@ -136,3 +136,93 @@ def test_hub_cifar_is_cached_and_streams(tmp_path: Path, cache: Path) -> None:
         assert isinstance(streamed.train.images, StreamImages) and last_load().streamed == 80
         assert torch.equal(streamed.train.images[:], first.train.images)
         assert torch.equal(streamed.test.images[torch.tensor([3, 1])], first.test.images[[3, 1]])
+
+
+def test_two_sets_at_the_same_relative_path_never_share_an_entry(tmp_path: Path, cache: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same file names, sizes (BMP: uncompressed) and modification times; other pixels."""
+    for project, value in (("a", 10), ("b", 200)):
+        for split in ("train", "test"):
+            for c in ("cat", "dog"):
+                folder = tmp_path / project / "images" / split / c
+                folder.mkdir(parents=True)
+                for i in range(4):
+                    Image.fromarray(np.full((8, 8, 3), value + i, np.uint8)).save(folder / f"{i}.bmp")
+                    os.utime(folder / f"{i}.bmp", ns=(10**18, 10**18))
+    loaded = {}
+    for project in ("a", "b"):
+        monkeypatch.chdir(tmp_path / project)
+        loaded[project], _ = load(Path("images"), val_fraction=0.25)
+    assert int(loaded["a"].test.images.max()) < 20 and int(loaded["b"].test.images.min()) >= 200
+
+
+def _entries(cache: Path, kind: str) -> list[Path]:
+    return sorted(cache.glob(f"{kind}-*.npy"))
+
+
+@pytest.mark.parametrize("damage,why", [
+    ("other pixels", "does not match its checksum"),
+    ("wrong shape", "holds an array of shape (3, 3, 8, 8)"),
+    ("absurd header", "holds an array of shape (1099511627776, 3)"),
+    ("truncated", "where its header says"),
+    ("fifo", "is not a regular file"),
+])
+def test_an_image_entry_that_does_not_match_its_description_is_rebuilt(
+        tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str], damage: str, why: str) -> None:
+    import signal
+
+    root = write_folder(tmp_path / "images")
+    first, _ = load(root)
+    entry = next(e for e in _entries(cache, "folder-images") if np.load(e).shape[0] == 16)
+    stored = np.load(entry)
+    entry.unlink()
+    if damage == "other pixels":
+        np.save(entry, 255 - stored)
+    elif damage == "wrong shape":
+        np.save(entry, stored[:3])
+    elif damage == "absurd header":
+        header = {"descr": "|u1", "fortran_order": False, "shape": (2**40, 3)}
+        with entry.open("wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            f.write(stored.tobytes())
+    elif damage == "truncated":
+        np.save(entry, stored)
+        entry.write_bytes(entry.read_bytes()[:-100])
+    else:
+        os.mkfifo(entry)
+    capsys.readouterr()
+    def hung(*_: object) -> None:
+        raise TimeoutError("the load hung (a FIFO opened blocking)")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        for stream in (False, True):
+            again, _ = load(root, stream=stream)
+            assert torch.equal(again.train.images[:], first.train.images)
+            assert torch.equal(again.test.images[:], first.test.images)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and why in err and "decoding again" in err, err
+    assert np.array_equal(np.load(entry), stored)  # rebuilt
+
+
+@pytest.mark.parametrize("carved", [[-3, -2, -1], [0, 1, 99], [2, 2, 3], [], "absurd header"])
+def test_a_split_entry_with_indices_out_of_bounds_is_rebuilt(tmp_path: Path, cache: Path, carved: list[int],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_folder(tmp_path / "images")
+    first, _ = load(root, val_fraction=0.25)
+    [entry] = _entries(cache, "split")
+    entry.unlink()
+    if carved == "absurd header":  # 8 TB of indices claimed, 24 bytes there
+        with entry.open("wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (2**40,)})
+            f.write(np.arange(3, dtype=np.int64).tobytes())
+    else:
+        np.save(entry, np.array(carved, np.int64))
+    capsys.readouterr()
+    again, _ = load(root, val_fraction=0.25)
+    assert torch.equal(again.val.images, first.val.images) and torch.equal(again.train.images, first.train.images)
+    assert capsys.readouterr().err.count("warning:") == 1

@@ -183,3 +183,56 @@ def test_png_bytes_round_trip_matches_decoder() -> None:
         Image.fromarray(a.transpose(1, 2, 0)).save(buf, format="PNG")
         encoded.append(buf.getvalue())
     assert np.array_equal(_decode_all(encoded, "test"), pixels)
+
+
+def _gradient(mode: str) -> Image.Image:
+    """A 16×16 image whose values span its mode's whole range, in that mode."""
+    ramp = np.linspace(0, 1, 256).reshape(16, 16)
+    if mode == "I;16":
+        return Image.fromarray((ramp * 65535).astype(np.uint16))
+    if mode == "I":
+        return Image.fromarray((ramp * 65535).astype(np.int32))
+    if mode == "F":
+        return Image.fromarray(ramp.astype(np.float32))
+    gray = Image.fromarray((ramp * 255).astype(np.uint8))
+    if mode == "1":
+        return gray.convert("1", dither=Image.Dither.NONE)
+    if mode == "P":
+        return Image.merge("RGB", [gray] * 3).convert("P", palette=Image.Palette.ADAPTIVE)
+    return gray.convert(mode)
+
+
+@pytest.mark.parametrize("mode,suffix", [("I;16", "png"), ("I", "tif"), ("F", "tif"), ("LA", "png"), ("P", "png"),
+                                         ("CMYK", "jpg"), ("1", "png"), ("L", "png")])
+def test_every_bit_depth_and_mode_keeps_its_contrast(tmp_path: Path, mode: str, suffix: str) -> None:
+    from attnbench.data.decode import decode_image
+
+    path = tmp_path / f"gradient.{suffix}"
+    _gradient(mode).save(path)
+    assert Image.open(path).mode == mode
+    decoded = decode_image(path, None, None)
+    assert decoded.shape[2] == (3 if mode in ("P", "CMYK") else 1)
+    assert int(decoded.max()) - int(decoded.min()) >= 240, (decoded.min(), decoded.max())
+    assert len(np.unique(decoded)) >= (2 if mode == "1" else 64)  # levels, not two values
+
+
+def test_a_run_on_16_bit_images_learns(tmp_path: Path) -> None:
+    """Two classes told apart only by which half is brighter, every value above 255: decoded to one white
+    level on main, they looked alike and trained to chance."""
+    from runner import attnbench, summary
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 12)):
+        for c in range(2):
+            folder = tmp_path / "images" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                halves = np.full((12, 12), 20000.0)
+                halves[:, :6] = 60000.0
+                pixels = (halves if c == 0 else halves[:, ::-1]) + rng.normal(0, 3000, (12, 12))
+                Image.fromarray(np.clip(pixels, 300, 65535).astype(np.uint16)).save(folder / f"{i}.png")
+    result = attnbench("train", "data=image_folder", f"data.path={tmp_path / 'images'}", "backbone=smallcnn",
+                       "model=none", "trainer.epochs=3", "trainer.batch_size=8", "logger=none",
+                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert summary(tmp_path / "run")["metrics"]["test/acc"] >= 0.9

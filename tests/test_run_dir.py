@@ -58,6 +58,70 @@ def test_a_lock_is_refused_while_its_holder_lives_and_taken_over_when_it_is_dead
     assert not (tmp_path / LOCK_NAME).exists()  # released: the folder is as it was
 
 
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK_NAME).symlink_to(target)
+    result = attnbench("train", f"hydra.run.dir={run_dir}", "logger=none", "trainer.epochs=1", cwd=tmp_path)
+    assert result.returncode == 2 and "is a symbolic link" in _one_line(result)
+    assert target.read_text() == "keep me\n" and (run_dir / LOCK_NAME).is_symlink()
+    with pytest.raises(UserError, match="hard link"):
+        os.unlink(run_dir / LOCK_NAME)
+        os.link(target, run_dir / LOCK_NAME)
+        DirectoryLock(run_dir).acquire()
+    assert target.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("how", ["fork", "inherited"])
+def test_a_lock_is_released_when_its_owner_dies_though_its_children_live(tmp_path: Path, how: str) -> None:
+    """A decode worker forked by the owner closes its copy of the lock; a process that inherited the lock file
+    some other way does not keep a dead owner's lock either."""
+    if how == "fork":
+        spawn = ("import multiprocessing as mp; "
+                 "mp.get_context('fork').Process(target=time.sleep, args=(60,), daemon=False).start()")
+    else:
+        spawn = ("import subprocess; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+                 "pass_fds=[lock.fd])")
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time; from pathlib import Path; from attnbench.track.lock import DirectoryLock; "
+        f"lock = DirectoryLock(Path({str(tmp_path)!r})).acquire(); {spawn}; print('locked', flush=True); "
+        "time.sleep(60)")], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert owner.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=f"pid {owner.pid}"):
+            DirectoryLock(tmp_path).acquire()
+        owner.kill()  # SIGKILL: its child lives on
+        owner.wait()
+        with DirectoryLock(tmp_path):
+            assert (tmp_path / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+    finally:
+        os.killpg(owner.pid, signal.SIGKILL)
+
+
+def test_a_grid_job_folder_outside_its_sweep_or_holding_another_run_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    attnbench("train", f"hydra.run.dir={run}", "logger=none", "trainer.epochs=1", cwd=tmp_path, check=True)
+    interrupted = {**summary(run), "status": "interrupted"}
+    (run / "summary.json").write_text(json.dumps(interrupted))
+    before = _files(run)
+    sweep = tmp_path / "sweep"
+    result = attnbench("train", "-m", "model=se", "logger=none", "trainer.epochs=1", f"hydra.sweep.dir={sweep}",
+                       "hydra.sweep.subdir=../run", cwd=tmp_path)
+    assert result.returncode == 2 and "not inside the sweep folder" in _one_line(result)
+    assert _files(run) == before
+    # the same run copied into the grid's job folder: another configuration (model=cbam), left as it is
+    (sweep / "job").mkdir(parents=True)
+    for name, (content, _) in before.items():
+        (sweep / "job" / name).parent.mkdir(parents=True, exist_ok=True)
+        (sweep / "job" / name).write_bytes(content)
+    result = attnbench("train", "-m", "model=se", "logger=none", "trainer.epochs=1", f"hydra.sweep.dir={sweep}",
+                       "hydra.sweep.subdir=job", cwd=tmp_path)
+    assert result.returncode == 2 and "holds a run of another configuration" in _one_line(result)
+    assert {k: v[0] for k, v in _files(sweep / "job").items()} == {k: v[0] for k, v in before.items()}
+
+
 def test_two_grids_on_one_sweep_folder_the_second_is_refused(tmp_path: Path) -> None:
     # three jobs: the first process holds the folder long enough for the second to start
     grid = ["train", "-m", "seed=0,1,2", "trainer.epochs=3", "logger=none", "model=se", "hydra.sweep.dir=grid"]

@@ -4,6 +4,8 @@ a capped memory budget makes ``auto`` stream."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,3 +101,95 @@ def test_streamed_run_stopped_by_sigterm_resumes_like_an_uninterrupted_one(tmp_p
     assert resumed["metrics"] == straight["metrics"]
     lines = [json.loads(line) for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()]
     assert lines == [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="mounts a tiny tmpfs: needs root")
+def test_stream_onto_a_full_cache_file_system_warns_and_runs_uncached(tmp_path: Path) -> None:
+    """The entry is 245 KB, the cache's file system 64 KB: SIGBUS on main (a write through the map), here the
+    space is taken before mapping, so the run goes on from the files with one warning."""
+    root = write_colours(tmp_path / "images", 40, size=32)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    command = (f"mount -t tmpfs -o size=64k tmpfs {cache} && exec {sys.executable} -m attnbench train "
+               f"data=image_folder data.path={root} data.stream=true backbone=smallcnn logger=none "
+               f"trainer.epochs=1 hydra.run.dir={tmp_path / 'run'}; ")
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("unshare -m is not permitted here")
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", command], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "is not writable (No space left on device)" in result.stderr
+    assert summary(tmp_path / "run")["status"] == "completed"
+    assert not (tmp_path / "run" / ".attnbench.lock").exists()
+    assert not list(cache.rglob("*.tmp"))  # the mount is gone with its namespace; nothing was left here either
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupted", "entry cut short"])
+def test_a_file_damaged_while_streaming_stops_with_one_line(tmp_path: Path, damage: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read in DataLoader workers: the worker's exception used to reach the trainer as a 27-line traceback
+    in the message (a truncated entry, as the worker's bus error)."""
+    from attnbench.data.cache import cache_folder
+    from attnbench.errors import UserError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = write_colours(tmp_path / "images", 12)
+    data = LOADERS["image_folder"](path=str(root), stream=True, cache=damage == "entry cut short")
+    victim = root / "train" / "class1" / "0005.png"
+    if damage == "deleted":
+        victim.unlink()
+    elif damage == "corrupted":
+        victim.write_bytes(b"not a png")
+    else:
+        entry = max(cache_folder().glob("folder-images-*.npy"), key=lambda e: e.stat().st_size)  # train's
+        os.truncate(entry, entry.stat().st_size // 2)
+    batches = StreamBatches(data.train.images, data.train.labels, 4, mean=torch.zeros(3), std=torch.ones(3),
+                            shuffle=False, workers=2)
+    with pytest.raises(UserError) as raised:
+        list(batches.epoch(0))
+    message = str(raised.value)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert ("0005.png" in message) if damage != "entry cut short" else ("was cut short" in message), message
+
+
+def test_a_fifo_named_like_an_image_is_refused_without_hanging(tmp_path: Path) -> None:
+    from attnbench.errors import UserError
+
+    root = write_colours(tmp_path / "images", 4)
+    os.mkfifo(root / "train" / "class1" / "9999.png")
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("the load hung on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        for stream in (False, True):
+            with pytest.raises(UserError, match="9999.png is not a regular file"):
+                LOADERS["image_folder"](path=str(root), stream=stream, cache=False)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_sigterm_to_the_job_and_its_decode_workers_ends_in_one_line(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (or a scheduler's SIGTERM) reaches the whole process group: the decode workers
+    inherited the job's handler and raised in their chunks, and the job hung; they leave it to the job now."""
+    root = write_colours(tmp_path / "images", 350, size=16)  # 1,050 files: decoded on worker processes
+    job = subprocess.Popen([sys.executable, "-m", "attnbench", "train", "data=image_folder", f"data.path={root}",
+                            "data.cache=false", "backbone=smallcnn", "logger=none", "trainer.epochs=1",
+                            f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert job.stdout.readline().startswith("preparing")
+        time.sleep(1.0)  # decoding
+        os.killpg(job.pid, signal.SIGTERM)
+        _, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: "), err
+    assert summary(tmp_path / "run")["status"] == "interrupted"

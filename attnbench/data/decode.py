@@ -15,6 +15,7 @@ import io
 import multiprocessing
 import os
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,11 +23,12 @@ from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, T
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
 from ..errors import UserError
+from ..signals import die_with_parent, leave_signals_to_parent
 from .cache import build_on_disk, cached_array, count, entry_path, read_entry
 from .stream import ArrayRows, ItemRows, StreamImages
 
@@ -69,14 +71,55 @@ class HubItems:
 Items = ListItems | HubItems
 
 
-def decode_image(item: Item, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
-    """One image as uint8 (H, W, C): grayscale sources stay one channel unless ``channels`` says otherwise,
-    everything else becomes RGB; resized (bilinear) to ``size`` when given."""
+GRAY_MODES = ("1", "L", "LA", "I", "F")  # and the 16-bit ones, I;16 and its byte orders
+
+
+def _gray(mode: str) -> bool:
+    return mode in GRAY_MODES or mode.startswith("I;16")
+
+
+def _eight_bit(img: Any) -> Any:
+    """A 16-bit, 32-bit integer or float grayscale image as 8-bit ``L`` with its contrast: PIL's own
+    conversion clips every value above 255 to white (a 16-bit image becomes two levels). 16-bit images
+    (``I;16``) map 0..65535 to 0..255; ``I`` images as 16-bit when a value exceeds 255, else as they are;
+    ``F`` images in 0..1 as fractions of full scale, else like ``I``."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as img:
+    array = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(array.max()) if array.size else 0.0
+    if img.mode.startswith("I;16") or top > 255:
+        full = 65535.0
+    elif img.mode == "F" and top <= 1.0:
+        full = 1.0
+    else:
+        full = 255.0
+    return Image.fromarray(np.clip(np.rint(array * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+
+
+def _image_source(item: Item) -> IO[bytes]:
+    """The bytes, or the file opened for reading; a path that is no regular file (a FIFO named ``*.png``
+    would block the open forever, a device would be read without end) is refused in one line."""
+    if isinstance(item, bytes):
+        return io.BytesIO(item)
+    fd = os.open(item, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{item} is not a regular file (a FIFO, a device or a folder named like an image); "
+                        f"remove it from the data folder")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def decode_image(item: Item, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
+    """One image as uint8 (H, W, C): grayscale sources (of any bit depth) stay one channel unless ``channels``
+    says otherwise, everything else becomes RGB; resized (bilinear) to ``size`` when given."""
+    from PIL import Image
+
+    with _image_source(item) as source, Image.open(source) as img:
         if channels is None:
-            channels = 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+            channels = 1 if _gray(img.mode) else 3
+        if img.mode.startswith("I") or img.mode == "F":
+            img = _eight_bit(img)
         mode = "L" if channels == 1 else "RGB"
         if img.mode != mode:  # converting to the mode it has would only copy it
             img = img.convert(mode)
@@ -90,6 +133,8 @@ def checked(decode: Callable[[Item], np.ndarray], item: Item, where: str) -> np.
     """``decode(item)``; a file that will not decode is named in one line."""
     try:
         return decode(item)
+    except UserError:
+        raise
     except Exception as e:
         what = f"an image in {where}" if isinstance(item, bytes) else str(item)
         raise UserError(f"cannot decode {what} ({type(e).__name__}): remove or replace the file") from None
@@ -118,7 +163,8 @@ def _pool(n: int) -> Executor | None:
     if n < PARALLEL_FROM or workers == 1:
         return None
     if "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_worker_started)
     return ThreadPoolExecutor(workers)
 
 
@@ -136,6 +182,13 @@ def progress_to(show: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         _sink = previous
+
+
+def _worker_started() -> None:
+    """A decoding worker leaves SIGINT and SIGTERM to the job, and dies with it (a SIGKILLed job leaves no
+    worker behind)."""
+    leave_signals_to_parent()
+    die_with_parent()
 
 
 class _Progress:
@@ -234,11 +287,12 @@ def decoded_images(kind: str, key: dict[str, Any] | None, items: Items, decode: 
     disk as ``StreamImages``: the cache's entry when the cache is on, else the encoded items themselves."""
     n = len(items)
     if not stream:
-        return cached_array(kind, key, lambda: decode_all(items, decode, shape, source), enabled=cache)
+        return cached_array(kind, key, lambda: decode_all(items, decode, shape, source), enabled=cache,
+                            shape=(n, *shape))
     if cache and key is not None:
         path = entry_path(kind, key)
-        stored = read_entry(path, mmap=True)
-        if stored is not None and stored.shape == (n, *shape):
+        stored = read_entry(path, mmap=True, shape=(n, *shape))
+        if stored is not None:
             count(cached=n, streamed=n)
             return StreamImages(ArrayRows(path), np.arange(n), shape)
         stored = build_on_disk(path, (n, *shape), lambda out: decode_into(out, items, decode, source))

@@ -74,7 +74,8 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int,
     if cache:
         key = {"labels": hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest(),
                "fraction": fraction, "seed": seed}
-        carved = cached_array("split", key, lambda: _stratified_split(labels, fraction, seed)[1], images=False)
+        carved = cached_array("split", key, lambda: _stratified_split(labels, fraction, seed)[1], images=False,
+                              valid=lambda stored: _valid_split(stored, len(labels)))
         return np.setdiff1d(index, carved, assume_unique=True), carved
     from sklearn.model_selection import train_test_split
 
@@ -85,6 +86,13 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int,
     stratify = labels if can_stratify else None
     rest, carved = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     return np.sort(rest), np.sort(carved)
+
+
+def _valid_split(carved: np.ndarray, n: int) -> bool:
+    """Stored carved indices are a split of ``n`` rows: one dimension, strictly increasing, within 0..n-1 and
+    leaving rows on both sides (negative ones would index from the end: train and val would overlap)."""
+    return (carved.ndim == 1 and 0 < len(carved) < n and int(carved[0]) >= 0 and int(carved[-1]) < n
+            and bool(np.all(np.diff(carved) > 0)))
 
 
 def _split(images: np.ndarray | StreamImages, labels: np.ndarray, index: np.ndarray) -> Split:
@@ -305,12 +313,25 @@ def load_cifar(root: str | None = None, hub_id: str = "uoft-cs/cifar10", image_c
     return data
 
 
+def _regular(entry: os.DirEntry) -> bool:
+    """A regular file, or a link to one (a link loop or a dangling link is neither)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def _folder_images(split_dir: Path) -> dict[str, list[str]]:
     """Class folder name -> its image files, sorted by name. Paths are kept as strings: making a Path of each of
     60,000 files would take longer than reading back their decoded pixels."""
     classes = {}
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        names = sorted(e.name for e in os.scandir(class_dir) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+        entries = [e for e in os.scandir(class_dir) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES]
+        odd = next((e for e in entries if not _regular(e)), None)  # a FIFO would block the decoding for ever
+        if odd is not None:
+            raise UserError(f"{odd.path} is not a regular file (a FIFO, a device or a folder named like an image); "
+                            f"remove it from the data folder")
+        names = sorted(e.name for e in entries)
         if names:
             folder = str(class_dir)
             classes[class_dir.name] = [os.path.join(folder, name) for name in names]

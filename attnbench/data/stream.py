@@ -21,27 +21,46 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import UserError
+from ..signals import leave_signals_to_parent
 from .batches import Augment, epoch_order
 
 
 class ArrayRows:
-    """Rows of a uint8 ``.npy`` file, memory-mapped on first use in each process (a worker maps its own)."""
+    """Rows of a uint8 ``.npy`` file (the decode cache's entry, checked when it was opened), read with ``pread``
+    in each process that reads (a worker opens its own). Not memory-mapped: a file cut short while a run reads
+    it would be SIGBUS in the worker, here it is one line."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.array: np.ndarray | None = None
+        self.fd: int | None = None
+        self.offset, self.row_shape, self.row_bytes = 0, (), 0
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        with open(fd, "rb", closefd=False) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(f)
+            self.offset = f.tell()
+        self.row_shape = tuple(shape[1:])
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64))
+        self.fd = fd
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        if self.array is None:
-            self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        order = np.argsort(rows, kind="stable")  # the file read front to back, then put back in order
-        out = np.empty((len(rows), *self.array.shape[1:]), np.uint8)
-        out[order] = self.array[rows[order]]
+        if self.fd is None:
+            self._open()
+        out = np.empty((len(rows), *self.row_shape), np.uint8)
+        for i in np.argsort(rows, kind="stable"):  # the file read front to back
+            view = memoryview(out[i]).cast("B")
+            if os.preadv(self.fd, [view], self.offset + int(rows[i]) * self.row_bytes) != self.row_bytes:
+                raise UserError(f"the decode cache entry {self.path} was cut short while this run read it; run "
+                                f"again (the entry is checked and rebuilt), or set data.cache=false")
         return out
 
-    def __getstate__(self) -> dict[str, Any]:  # a spawned worker maps the file itself
-        return {"path": self.path, "array": None}
-
+    def __getstate__(self) -> dict[str, Any]:  # a spawned worker opens the file itself
+        return {**self.__dict__, "fd": None}
 
 class ItemRows:
     """Rows decoded from their encoded items (files, hub bytes) whenever they are read."""
@@ -88,6 +107,15 @@ class StreamImages:
         return self
 
 
+class _Failure:
+    """What a worker hands back instead of a batch it could not read: the one line to stop the run with.
+    (An exception raised in a worker reaches the trainer as a new one whose message is the worker's whole
+    traceback.)"""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 class _Batches(Dataset):
     """Item ``i`` of the loader's sampler is the list of a batch's indices; the dataset reads them at once."""
 
@@ -97,12 +125,19 @@ class _Batches(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: list[int]) -> Tensor:
-        return torch.from_numpy(self.images.read(index))
+    def __getitem__(self, index: list[int]) -> Tensor | _Failure:
+        try:
+            return torch.from_numpy(self.images.read(index))
+        except UserError as e:
+            return _Failure(str(e))
+        except OSError as e:  # the cache entry or a file gone, unreadable
+            return _Failure(f"cannot read {e.filename or 'the streamed images'} while streaming ({e.strerror or e}); "
+                            f"run again once the data is back in place")
 
 
 def _quiet_worker(_: int) -> None:
     torch.set_num_threads(1)  # a worker copies and decodes; the training threads keep the cores
+    leave_signals_to_parent()
 
 
 def default_workers() -> int:
@@ -150,6 +185,8 @@ class StreamBatches:
         if not batches:
             return
         for index, x in zip(batches, self._loader(batches)):
+            if isinstance(x, _Failure):
+                raise UserError(x.message)
             x = x.to(self.device, non_blocking=True)
             if self.augment is not None and self.generator is not None:
                 x = self.augment(x, self.generator)

@@ -62,7 +62,10 @@ class TrainState:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"trainer.device={name} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"trainer.device={name} but no CUDA device is visible; use trainer.device=auto or cpu")
@@ -96,6 +99,15 @@ def forward_flops(fn: Callable[[], Any]) -> float | None:
     except Exception:
         return None
     return float(counter.get_total_flops())
+
+
+# what loading a damaged or hand-made checkpoint's entries raises (a missing entry, a wrong shape or type)
+LOAD_ERRORS = (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError)
+
+
+def _does_not_fit(path: Any, e: BaseException, advice: str) -> UserError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return UserError(f"checkpoint {path} does not fit this run ({type(e).__name__}: {first}); {advice}")
 
 
 def check_fingerprint(checkpoint: dict[str, Any], fingerprint: str, path: Any) -> None:
@@ -244,10 +256,8 @@ class Trainer:
         check_resumable(checkpoint, self.fingerprint, self.run.last)
         try:
             self._restore(checkpoint)
-        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"checkpoint {self.run.last} does not fit this run ({type(e).__name__}: {first}); "
-                            f"start the run again in a fresh directory") from e
+        except LOAD_ERRORS as e:
+            raise _does_not_fit(self.run.last, e, "start the run again in a fresh directory") from e
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.task.model.load_state_dict(checkpoint["model"])
@@ -519,8 +529,11 @@ class Trainer:
         distributed.barrier()  # rank 0 has written best.pt
         best = self.run.load_checkpoint(self.run.best)
         check_fingerprint(best, self.fingerprint, self.run.best)
-        self.task.model.load_state_dict(best["model"])
-        self.metrics.update(best["val"])
+        try:
+            self.task.model.load_state_dict(best["model"])
+            self.metrics.update(best["val"])
+        except LOAD_ERRORS as e:
+            raise _does_not_fit(self.run.best, e, "it was damaged or not written by attnbench's trainer") from e
         return self.evaluate("test")
 
     def _timed_passes(self, batch: Any, least: int, seconds: float) -> tuple[int, float]:

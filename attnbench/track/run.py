@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -133,10 +134,21 @@ class RunDirectory:
             atomic_write(self.summary_path, lambda f: f.write(text.encode()))
 
     def read_summary(self) -> dict[str, Any] | None:
+        """The summary, or None when there is none to read: missing, unreadable, not a JSON object, or no
+        regular file (a FIFO under its name would block the read for ever)."""
         try:
-            return json.loads(self.summary_path.read_text())
-        except (OSError, ValueError):
+            fd = os.open(self.summary_path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
             return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        with os.fdopen(fd, "rb") as f:
+            try:
+                summary = json.loads(f.read())
+            except (OSError, ValueError, RecursionError):
+                return None
+        return summary if isinstance(summary, dict) else None  # a list or a number is no summary either
 
     # torch is imported where checkpoints are handled, so reading summaries (compare, the CLI) stays light
 
@@ -145,6 +157,20 @@ class RunDirectory:
 
         with writing():
             atomic_write(path, lambda f: torch.save(state, f))
+
+    def check_layout(self) -> None:
+        """Refuse, before a resume writes anything, a run directory whose own entries are of the wrong kind (a
+        folder where a file goes, a FIFO that would block the write for ever, a file where a folder goes)."""
+        for name, folder in (("summary.json", False), ("metrics.jsonl", False), ("train.log", False),
+                             ("checkpoints", True), ("figures", True), (".hydra", True)):
+            entry = self.path / name
+            if not os.path.lexists(entry):
+                continue
+            if entry.is_dir() if folder else entry.is_file():  # a link to the right kind is the user's choice
+                continue
+            kind = "a folder" if folder else "a regular file"
+            raise UserError(f"{entry} is not {kind}, which a run keeps there: the run directory is damaged; move "
+                            f"it away or start the run again in a fresh directory")
 
     def holds_run(self) -> bool:
         """Something a run writes is here already: its config, log, metrics, checkpoints or summary."""
