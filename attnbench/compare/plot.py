@@ -7,7 +7,7 @@ from pathlib import Path
 from ..printable import printable
 from ..track.run import atomic_write
 from .analysis import Report, bounds
-from .formats import fmt_p
+from .formats import interval_cell
 
 
 def _within(limits: tuple[float, float], metric: str) -> tuple[float, float]:
@@ -46,8 +46,8 @@ def _draw(report: Report, path: Path) -> Path:
                             color=color[row.label], zorder=3)
             ranked.scatter(row.scores, [y] * row.n, s=20, facecolor="white", edgecolor=color[row.label], lw=1.2,
                            zorder=4)
-            text = f"{row.mean:.4f}" + (f"   Δ {row.delta:+.4f}, p {fmt_p(row.p_value)}" if row.delta is not None
-                                        else "   baseline" if row.is_baseline else "")
+            text = f"{row.mean:.4f}" + (f"   Δ {row.delta:+.4f} {interval_cell(row)} {row.verdict.word}"
+                                        if row.verdict is not None else "   baseline" if row.is_baseline else "")
             # right of the panel (x in axes fractions): the metric's axis keeps to the metric's range
             ranked.annotate(text, (1.0, y), xycoords=ranked.get_yaxis_transform(), xytext=(8, 0),
                             textcoords="offset points", va="center", fontsize=9, annotation_clip=False)
