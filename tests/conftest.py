@@ -50,3 +50,15 @@ def compose() -> Iterator[Callable[..., DictConfig]]:
 
     with composer("test") as compose_:
         yield lambda *overrides: compose_(overrides)
+
+
+# Files whose tests run whole trainings and grids in subprocesses (20–60 s each). They go first, so that the two
+# workers of `make test` start them early and end together on the short tests, instead of one worker finishing
+# a long grid alone at the end.
+LONG_FIRST = ("test_gpu_check.py", "test_reliability.py", "test_scale.py", "test_caption_task.py", "test_run_dir.py",
+              "test_train.py", "test_sequential.py", "test_stream.py", "test_catalogue_cli.py", "test_rate_cli.py",
+              "test_wandb.py", "test_output.py", "test_plugins.py", "test_run_cost.py", "test_fewshot.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)  # stable: the order within each part is kept

@@ -191,5 +191,5 @@ def test_sigterm_to_the_job_and_its_decode_workers_ends_in_one_line(tmp_path: Pa
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 128 + signal.SIGTERM, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: "), err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted: "), err
     assert summary(tmp_path / "run")["status"] == "interrupted"
