@@ -274,8 +274,7 @@ def expand_jobs(compose: Callable[[list[str]], DictConfig], overrides: list[str]
     if str(sweeper.get("_target_")).endswith("DecideSweeper"):  # seeds are its own: probe each at seed 0
         from .sweeper import Plan, configurations_of
 
-        settings = {k: v for k, v in sweeper.items() if k not in ("_target_", "params", "max_batch_size")}
-        Plan(**{**settings, "delta": None if settings["delta"] is None else str(settings["delta"])}).check()
+        Plan.of(sweeper).check()
         return [[*key, "seed=0"] for key in configurations_of(params + overrides, parser)]
     parsed = parser.parse_overrides(params + overrides)
     return BasicSweeper.split_arguments(parsed, None)[0]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,14 @@ class Plan:
         parse_margins(self.delta)
         parse_baseline(self.baseline)
 
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> Plan:
+        """The plan in ``hydra.sweeper``'s settings (pilot, step, …; δ as text, whether YAML read it as a number)."""
+        fields = {k: settings[k] for k in ("pilot", "step", "max_seeds", "max_minutes", "alpha", "baseline")
+                  if k in settings}
+        delta = settings.get("delta")
+        return cls(**fields, delta=None if delta is None else str(delta))
+
     @property
     def seed_counts(self) -> list[int]:
         """The number of seeds at each look: pilot, pilot + step, …, max_seeds."""
@@ -101,8 +109,8 @@ class DecideSweeper(Sweeper):
                  delta: str | None = None, baseline: str | None = None) -> None:
         self.params = dict(params or {})
         self.max_batch_size = max_batch_size
-        self.plan = Plan(pilot, step, max_seeds, max_minutes, alpha, None if delta is None else str(delta),
-                         baseline)
+        self.plan = Plan.of({"pilot": pilot, "step": step, "max_seeds": max_seeds, "max_minutes": max_minutes,
+                             "alpha": alpha, "delta": delta, "baseline": baseline})
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -115,3 +118,19 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120, interv
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def fails_if_it_hangs(what: str, seconds: int = 30) -> Iterator[None]:
+    """Within the block, a call that blocks (a FIFO opened for reading) fails the test after ``seconds``
+    instead of hanging the suite: SIGALRM raises TimeoutError naming ``what``."""
+    def hung(*_: object) -> None:
+        raise TimeoutError(what)
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

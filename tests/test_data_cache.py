@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from runner import fails_if_it_hangs
 
 from attnbench.data import LOADERS, last_load
 from attnbench.data.cache import cache_folder
@@ -169,7 +170,6 @@ def _entries(cache: Path, kind: str) -> list[Path]:
 ])
 def test_an_image_entry_that_does_not_match_its_description_is_rebuilt(
         tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str], damage: str, why: str) -> None:
-    import signal
 
     root = write_folder(tmp_path / "images")
     first, _ = load(root)
@@ -191,19 +191,11 @@ def test_an_image_entry_that_does_not_match_its_description_is_rebuilt(
     else:
         os.mkfifo(entry)
     capsys.readouterr()
-    def hung(*_: object) -> None:
-        raise TimeoutError("the load hung (a FIFO opened blocking)")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(30)
-    try:
+    with fails_if_it_hangs("the load hung (a FIFO opened blocking)"):
         for stream in (False, True):
             again, _ = load(root, stream=stream)
             assert torch.equal(again.train.images[:], first.train.images)
             assert torch.equal(again.test.images[:], first.test.images)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and why in err and "decoding again" in err, err
     assert np.array_equal(np.load(entry), stored)  # rebuilt

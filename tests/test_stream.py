@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from runner import attnbench, run_dirs, summary, wait_for
+from runner import attnbench, fails_if_it_hangs, run_dirs, summary, wait_for
 
 from attnbench.data import LOADERS, last_load
 from attnbench.data.batches import Augment, TensorBatches
@@ -160,18 +160,10 @@ def test_a_fifo_named_like_an_image_is_refused_without_hanging(tmp_path: Path) -
     root = write_colours(tmp_path / "images", 4)
     os.mkfifo(root / "train" / "class1" / "9999.png")
 
-    def hung(*_: object) -> None:
-        raise TimeoutError("the load hung on the FIFO")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(30)
-    try:
+    with fails_if_it_hangs("the load hung on the FIFO"):
         for stream in (False, True):
             with pytest.raises(UserError, match="9999.png is not a regular file"):
                 LOADERS["image_folder"](path=str(root), stream=stream, cache=False)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_sigterm_to_the_job_and_its_decode_workers_ends_in_one_line(tmp_path: Path) -> None:
